@@ -1,0 +1,3 @@
+from lmcraft.cli import main
+
+raise SystemExit(main())

