@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
+from lmcraft.config import FinetuneConfig
 from lmcraft.data import builtin
 from lmcraft.data.errors import DataError
 from lmcraft.data.readers import Fields, check_labels, read_examples
 from lmcraft.data.split import split_of
 from lmcraft.finetune import load_splits
-from lmcraft.config import FinetuneConfig
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -117,7 +117,7 @@ def test_unseen_label_in_dev_or_test(tmp_path: Path) -> None:
 def test_unknown_format_and_missing_split(tmp_path: Path) -> None:
     f = tmp_path / "train.xml"
     f.write_text("<x/>")
-    with pytest.raises(DataError, match="unknown file type '.xml'"):
+    with pytest.raises(DataError, match=r"unknown file type '\.xml'"):
         read_examples(f)
     with pytest.raises(DataError, match="no train file"):
         load_splits(FinetuneConfig(data=str(tmp_path)))

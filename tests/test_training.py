@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import pytest
@@ -98,7 +99,7 @@ def test_warmup_then_linear_decay() -> None:
     lrs = [warmup_linear(s, warmup=4, total=12) for s in range(13)]
     assert lrs[:4] == [0.25, 0.5, 0.75, 1.0]
     assert lrs[4] == 1.0 and lrs[8] == 0.5 and lrs[12] == 0.0
-    assert all(a >= b for a, b in zip(lrs[3:], lrs[4:], strict=False))
+    assert all(a >= b for a, b in itertools.pairwise(lrs[3:]))
 
 
 def test_early_stopping_on_a_scripted_sequence() -> None:
@@ -120,7 +121,7 @@ class ScriptedTask(Classify):
         super().__init__(["a", "b"], pad_id=0)
         self.script = list(script)
 
-    def new_metrics(self):  # noqa: ANN201
+    def new_metrics(self):
         value = self.script.pop(0)
 
         class Fixed:

@@ -116,11 +116,8 @@ def from_dict(cls: type[T], values: dict[str, Any] | None, *, where: str = "") -
     for name, value in values.items():
         kind = _field_type(cls, known[name])
         key = f"{where}.{name}" if where else name
-        if dataclasses.is_dataclass(kind):
-            value = from_dict(kind, value, where=key)  # type: ignore[arg-type]
-        else:
-            value = _coerce(value, kind, key)
-        kwargs[name] = value
+        nested = dataclasses.is_dataclass(kind)
+        kwargs[name] = from_dict(kind, value, where=key) if nested else _coerce(value, kind, key)  # type: ignore[arg-type]
     return cls(**kwargs)
 
 

@@ -139,7 +139,8 @@ def train(
                     loss = task.loss_sum(model, batch) / n_targets
                 loss.backward()
                 loss_value += float(loss.detach())
-                tokens_seen += int(batch["input_ids"].numel())
+                real = batch.get("padding_mask")
+                tokens_seen += int(real.sum()) if real is not None else batch["input_ids"].numel()
             if not math.isfinite(loss_value):
                 optimizer.zero_grad(set_to_none=True)
                 bad_steps += 1
