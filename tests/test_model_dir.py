@@ -65,3 +65,15 @@ def test_failed_save_keeps_the_previous_model(zh_tokenizer: TextTokenizer, tmp_p
 def test_not_a_model_directory(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="not a model directory"):
         io.load_model_dir(tmp_path)
+
+
+def test_mean_pooling_ignores_padding(zh_tokenizer: TextTokenizer) -> None:
+    task = Classify(["neg", "pos"], pad_id=zh_tokenizer.pad_id, pooling="mean")
+    model = Model(tiny_config(vocab_size=zh_tokenizer.vocab_size), {task.head: task.head_spec()}).eval()
+    from lmcraft.data.readers import Example
+
+    short, long = task.encode(zh_tokenizer, [Example("好", "pos"), Example("这本书很好看，推荐大家买", "pos")], 64)
+    with torch.no_grad():
+        alone = task.logits(model, task.collate([short]))
+        batched = task.logits(model, task.collate([short, long]))
+    torch.testing.assert_close(batched[:1], alone, atol=1e-5, rtol=1e-5)

@@ -72,7 +72,7 @@ def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
         )
         model = Model(arch, {})
         max_len = cfg.model.max_len
-    task = Classify(labels, tokenizer.pad_id, metric=cfg.metric)
+    task = Classify(labels, tokenizer.pad_id, metric=cfg.metric, pooling=cfg.pooling)
     model.add_head(task.head, task.head_spec())
     train_items = task.encode(tokenizer, examples["train"], max_len)
     dev_items = task.encode(tokenizer, examples["dev"], max_len)

@@ -57,6 +57,7 @@ class Recipe:
     model: ModelOptions = field(default_factory=ModelOptions)
     pretrain: TrainConfig = field(default_factory=lambda: TrainConfig(lr=1e-3, max_steps=1000))
     finetune: TrainConfig = field(default_factory=lambda: TrainConfig(lr=1e-4, epochs=3.0))
+    pooling: str = opt("cls", "what the classifier reads: the first token's state (cls) or the mean of all (mean)")
     scratch_lr: float = opt(0.0, "learning rate of the from-scratch comparison; 0 uses finetune.lr")
     compare_scratch: bool = opt(True, "also fine-tune the same architecture from random initialisation")
     baseline: bool = opt(True, "also fit the TF-IDF + logistic regression baseline")
@@ -132,7 +133,8 @@ def run_recipe(recipe: Recipe) -> dict[str, Any]:
         labelled_dir = Path(labelled)
     corpus = _corpus_files(recipe, data_dir)
     finetune_base = FinetuneConfig(data=str(labelled_dir), text_field=recipe.data.text_field,
-                                   label_field=recipe.data.label_field, model=recipe.model, train=recipe.finetune)
+                                   label_field=recipe.data.label_field, pooling=recipe.pooling, model=recipe.model,
+                                   train=recipe.finetune)
     examples, _, _ = load_splits(finetune_base)
     if recipe.data.pretrain_on_train_text:
         train_text = data_dir / "train_text.txt"

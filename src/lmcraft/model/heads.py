@@ -34,17 +34,28 @@ class MaskedLMHead(nn.Module):
 
 
 class ClassificationHead(nn.Module):
-    """dropout → linear on the first token's state ([CLS])."""
+    """dropout → linear on a pooled state: the first token's ([CLS], as in BERT) or the mean over real
+    tokens (as in Sentence-BERT), which small models trained briefly often use better."""
 
-    def __init__(self, cfg: TransformerConfig, n_labels: int) -> None:
+    def __init__(self, cfg: TransformerConfig, n_labels: int, pooling: str = "cls") -> None:
         super().__init__()
+        if pooling not in ("cls", "mean"):
+            raise ValueError(f"pooling must be 'cls' or 'mean', not {pooling!r}")
+        self.pooling = pooling
         self.dropout = nn.Dropout(cfg.dropout)
         self.proj = nn.Linear(cfg.d_model, n_labels)
         nn.init.normal_(self.proj.weight, std=0.02)
         nn.init.zeros_(self.proj.bias)
 
-    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.proj(self.dropout(hidden[:, 0]))  # (B, D) -> (B, C)
+    def forward(self, hidden: torch.Tensor, padding_mask: torch.Tensor | None = None) -> torch.Tensor:
+        if self.pooling == "cls":
+            pooled = hidden[:, 0]  # (B, D)
+        elif padding_mask is None:
+            pooled = hidden.mean(1)
+        else:
+            weights = padding_mask.to(hidden.dtype)[:, :, None]  # (B, T, 1)
+            pooled = (hidden * weights).sum(1) / weights.sum(1)  # (B, D)
+        return self.proj(self.dropout(pooled))  # (B, C)
 
 
 class Model(nn.Module):
@@ -64,7 +75,7 @@ class Model(nn.Module):
         if kind == "mlm":
             return MaskedLMHead(self.cfg)
         if kind == "classify":
-            return ClassificationHead(self.cfg, int(spec["n_labels"]))  # type: ignore[arg-type]
+            return ClassificationHead(self.cfg, int(spec["n_labels"]), str(spec.get("pooling", "cls")))  # type: ignore[arg-type]
         raise ValueError(f"unknown head kind {kind!r}; known: mlm, classify")
 
     def add_head(self, name: str, spec: dict[str, object]) -> None:

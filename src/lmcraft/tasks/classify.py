@@ -31,6 +31,7 @@ class Classify:
     pad_id: int
     head: str = "classify"
     metric: str = "accuracy"  # dev metric that picks the best checkpoint: accuracy or macro_f1
+    pooling: str = "cls"  # what the head reads: the first token's state ("cls") or the mean ("mean")
     greater_is_better: bool = True
 
     def __post_init__(self) -> None:
@@ -39,7 +40,8 @@ class Classify:
         self.label_ids = {name: i for i, name in enumerate(self.labels)}
 
     def head_spec(self) -> dict[str, object]:
-        return {"kind": "classify", "n_labels": len(self.labels), "labels": list(self.labels)}
+        return {"kind": "classify", "n_labels": len(self.labels), "labels": list(self.labels),
+                "pooling": self.pooling}
 
     def encode(self, tokenizer: TextTokenizer, examples: Sequence[Example], max_len: int) -> list[Encoded]:
         texts = [ex.text for ex in examples]
@@ -63,7 +65,7 @@ class Classify:
 
     def logits(self, model: Model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         hidden = model(batch["input_ids"], batch.get("padding_mask"), batch.get("segment_ids"))  # (B, T, D)
-        return model.heads[self.head](hidden)  # (B, C)
+        return model.heads[self.head](hidden, batch.get("padding_mask"))  # (B, C)
 
     def loss_sum(self, model: Model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return F.cross_entropy(self.logits(model, batch).float(), batch["labels"], reduction="sum")
