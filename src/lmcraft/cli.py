@@ -93,14 +93,12 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from lmcraft.data.readers import Fields, read_examples
+    from lmcraft.data.readers import Fields, check_labels, read_examples
     from lmcraft.evaluate.report import classify_task, evaluate_examples, format_report
     from lmcraft.model.io import load_model_dir
 
     model, tokenizer, _ = load_model_dir(args.model_dir)
     task = classify_task(model)
-    from lmcraft.data.readers import check_labels
-
     examples = read_examples(args.data, Fields(args.text_field, args.label_field, args.pair_field or None))
     check_labels(args.data, examples, task.labels, args.label_field)
     metrics = evaluate_examples(model, tokenizer, examples, predictions=args.predictions)
@@ -146,6 +144,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_field_arguments(p: argparse.ArgumentParser) -> None:
+    """Which fields of a labelled file hold the text, the label and the second text of a pair."""
+    p.add_argument("--text-field", default="text", help="field holding the text (default: text)")
+    p.add_argument("--label-field", default="label", help="field holding the label (default: label)")
+    p.add_argument("--pair-field", default="", help="field holding the second text of a pair")
+
+
 def build_parser() -> argparse.ArgumentParser:
     fmt = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(prog="lmcraft", description=DESCRIPTION, formatter_class=fmt)
@@ -167,9 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_data_prepare)
     p = data_sub.add_parser("check", help="read labelled files and report problems with file, line and field")
     p.add_argument("files", nargs="+", help=".jsonl, .csv or .tsv files")
-    p.add_argument("--text-field", default="text", help="field holding the text (default: text)")
-    p.add_argument("--label-field", default="label", help="field holding the label (default: label)")
-    p.add_argument("--pair-field", default="", help="field holding the second text of a pair")
+    add_field_arguments(p)
     p.set_defaults(func=cmd_data_check)
 
     tok = sub.add_parser("tokenizer", help="train a tokenizer",
@@ -199,9 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Accuracy, macro-F1, per-class precision/recall and the confusion matrix.")
     p.add_argument("model_dir", help="a model directory (e.g. runs/finetune/best)")
     p.add_argument("data", help="labelled .jsonl, .csv or .tsv file")
-    p.add_argument("--text-field", default="text", help="field holding the text (default: text)")
-    p.add_argument("--label-field", default="label", help="field holding the label (default: label)")
-    p.add_argument("--pair-field", default="", help="field holding the second text of a pair")
+    add_field_arguments(p)
     p.add_argument("--predictions", default=None, help="write one JSON line per prediction to this file")
     p.add_argument("--json", default=None, help="write the metrics as JSON to this file")
     p.set_defaults(func=cmd_evaluate)
