@@ -161,7 +161,7 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def add_arguments(parser: Any, cls: type, *, defaults: Any = None, positional: tuple[str, ...] = ()) -> None:
+def add_arguments(parser: Any, cls: type, *, defaults: Any = None) -> None:
     """One flag per field of ``cls``; defaults come from ``defaults`` (an instance), else from ``cls()``."""
     hints = typing.get_type_hints(cls)
     defaults = cls() if defaults is None else defaults
@@ -173,9 +173,7 @@ def add_arguments(parser: Any, cls: type, *, defaults: Any = None, positional: t
             add_arguments(group, kind, defaults=default)  # type: ignore[arg-type]
             continue
         help_text = f.metadata.get("help", "")
-        if f.name in positional:
-            parser.add_argument(f.name, nargs="+" if typing.get_origin(kind) is list else None, help=help_text)
-        elif kind is bool:
+        if kind is bool:
             parser.add_argument(_flag(f.name), action=argparse.BooleanOptionalAction, default=default,
                                 help=help_text)
         elif typing.get_origin(kind) is list:
