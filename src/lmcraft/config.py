@@ -43,7 +43,7 @@ class TrainConfig:
     bf16: bool = opt(False, "bf16 autocast (fast only on CPUs and GPUs with bf16 matmul support)")
     max_bad_steps: int = opt(5, "stop with an error after this many non-finite losses in a row")
     log_every: int = opt(20, "write training loss and speed to metrics.jsonl every this many steps")
-    progress: bool = opt(True, "show progress bars")
+    progress: bool = opt(True, "show progress bars (on a terminal; never in redirected output)")
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "grad_accum", "eval_every", "eval_batch_size", "log_every", "max_bad_steps"):

@@ -36,7 +36,7 @@ def predict_batches(
     model.eval()
     items = task.encode(tokenizer, examples, model.cfg.max_len)
     for idx in tqdm(epoch_batches(len(items), batch_size, seed=0, epoch=0, shuffle=False), desc="predict",
-                    leave=False, disable=not progress):
+                    leave=False, disable=None if progress else True):
         batch = task.collate([items[i] for i in idx])
         yield idx, task.logits(model, batch).float().softmax(-1)
 

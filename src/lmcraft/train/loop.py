@@ -67,7 +67,7 @@ def evaluate(model: Model, task: Any, items: Sequence[Any], cfg: TrainConfig, *,
     metrics = task.new_metrics()
     generator = torch.Generator().manual_seed(cfg.seed + 12345)
     for idx in tqdm(epoch_batches(len(items), cfg.eval_batch_size, seed=0, epoch=0, shuffle=False),
-                    desc=desc, leave=False, disable=not cfg.progress):
+                    desc=desc, leave=False, disable=None if cfg.progress else True):
         with autocast(cfg):
             metrics.update(model, task.collate([items[i] for i in idx], generator))
     model.train(was_training)
@@ -111,7 +111,7 @@ def train(
     tokens_seen = 0
     stopped_early = out_of_time = False
     model.train()
-    bar = tqdm(total=steps_total, desc="train", disable=not cfg.progress, dynamic_ncols=True)
+    bar = tqdm(total=steps_total, desc="train", disable=None if cfg.progress else True, dynamic_ncols=True)
 
     def run_eval() -> bool:
         metrics = evaluate(model, task, dev_items, cfg, desc="dev")
