@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 import platform
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from lmcraft.data.builtin import sha256_of
 from lmcraft.model.io import write_json
 
 PACKAGES = ("lmcraft", "torch", "tokenizers", "safetensors", "numpy", "scikit-learn")
@@ -23,21 +23,13 @@ def versions() -> dict[str, str]:
     return found
 
 
-def file_hash(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with Path(path).open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def write_run_card(model_dir: str | Path, *, stage: str, config: dict[str, Any], data: list[str | Path],
                    seed: int, wall_time_s: dict[str, float], metrics: dict[str, Any],
                    parent: dict[str, Any] | None = None) -> dict[str, Any]:
     card = {
         "stage": stage,
         "config": config,
-        "data_sha256": {str(p): file_hash(p) for p in data},
+        "data_sha256": {str(p): sha256_of(Path(p)) for p in data},
         "seed": seed,
         "versions": versions(),
         "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine()},
