@@ -23,6 +23,9 @@ def opt(default: Any, help: str) -> Any:
     return field(default=default, metadata={"help": help})
 
 
+POOLING_HELP = "what the classifier reads: the first token's state (cls) or the mean of all (mean)"
+
+
 @dataclass
 class TrainConfig:
     """Options of the training loop, the same for pretraining and fine-tuning."""
@@ -97,7 +100,7 @@ class FinetuneConfig:
     pair_field: str = opt("", "field holding the second text of a pair; empty for single texts")
     label_field: str = opt("label", "field holding the label")
     metric: str = opt("accuracy", "dev metric that selects the best checkpoint: accuracy or macro_f1")
-    pooling: str = opt("cls", "what the classifier reads: the first token's state (cls) or the mean of all (mean)")
+    pooling: str = opt("cls", POOLING_HELP)
     model: ModelOptions = field(default_factory=ModelOptions)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(lr=1e-4, epochs=3.0))
 
