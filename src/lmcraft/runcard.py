@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from lmcraft.data.builtin import sha256_of
-from lmcraft.model.io import write_json
+from lmcraft.fsutil import write_json
 
 PACKAGES = ("lmcraft", "torch", "tokenizers", "safetensors", "numpy", "scikit-learn")
 

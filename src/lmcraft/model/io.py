@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from lmcraft import __version__
+from lmcraft.fsutil import staged_dir, write_json
 from lmcraft.model.heads import Model
 from lmcraft.model.transformer import TransformerConfig
 from lmcraft.tokenizer import TextTokenizer
@@ -23,35 +23,27 @@ from lmcraft.tokenizer import TextTokenizer
 FORMAT = "lmcraft-model/1"
 
 
-def write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
-    tmp.replace(path)
+def state_for_saving(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The model's tensors, detached, contiguous and on the CPU, as safetensors wants them."""
+    return {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
 
 
 def save_model_dir(
-    path: str | Path, model: Model, tokenizer: TextTokenizer, *, extra: dict[str, Any] | None = None
+    path: str | Path, model: Model, tokenizer: TextTokenizer, *, extra: dict[str, Any] | None = None,
+    state: dict[str, torch.Tensor] | None = None,
 ) -> Path:
-    """Write ``model`` and ``tokenizer`` as a self-contained model directory at ``path``."""
+    """Write ``model`` and ``tokenizer`` as a self-contained model directory at ``path``. ``state`` (the
+    model's full state dict) is given when the model itself holds only a shard of it (FSDP)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    try:
+    with staged_dir(path) as staging:
         config = {"format": FORMAT, "lmcraft_version": __version__, "architecture": model.cfg.to_dict(),
                   "heads": model.head_specs, **(extra or {})}
         write_json(staging / "config.json", config)
-        state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-        save_file(state, str(staging / "model.safetensors"), metadata={"format": "pt"})
+        tensors = {k: v.detach().contiguous().cpu() for k, v in state.items()} if state else state_for_saving(model)
+        save_file(tensors, str(staging / "model.safetensors"), metadata={"format": "pt"})
         tokenizer.save(staging)
         if (path / "run_card.json").exists():  # keep the card of an earlier stage until it is rewritten
             shutil.copy2(path / "run_card.json", staging / "run_card.json")
-        old = path.with_name(path.name + ".old")
-        if path.exists():
-            path.replace(old)
-        staging.replace(path)
-        shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return path
 
 
