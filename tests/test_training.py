@@ -13,7 +13,7 @@ from lmcraft.model.heads import Model
 from lmcraft.objectives.mlm import MaskedLM
 from lmcraft.tasks.classify import Classify, Encoded
 from lmcraft.train.early_stopping import EarlyStopping
-from lmcraft.train.loop import NonFiniteLossError, train
+from lmcraft.train.loop import train
 from lmcraft.train.optim import build_optimizer, param_groups, warmup_linear
 from tests.conftest import tiny_config
 
@@ -140,7 +140,7 @@ def test_loop_keeps_the_best_checkpoint_and_stops_early(tmp_path: Path) -> None:
     saved: list[tuple[int, torch.Tensor]] = []
     steps_done = []
 
-    def save_best(path: Path) -> None:
+    def save_best(path: Path, state: dict) -> None:
         steps_done.append(path)
         saved.append(model.heads["classify"].proj.weight.detach().clone())
 
@@ -157,14 +157,3 @@ def test_loop_keeps_the_best_checkpoint_and_stops_early(tmp_path: Path) -> None:
 class ExplodingTask(Classify):
     def loss_sum(self, model: Model, batch: dict) -> torch.Tensor:
         return super().loss_sum(model, batch) * float("nan")
-
-
-def test_non_finite_losses_stop_with_a_clear_error(tmp_path: Path) -> None:
-    task = ExplodingTask(["a", "b"], pad_id=0)
-    model = Model(tiny_config(), {task.head: task.head_spec()})
-    before = {k: v.clone() for k, v in model.state_dict().items()}
-    cfg = TrainConfig(batch_size=4, max_steps=50, max_bad_steps=3, progress=False)
-    with pytest.raises(NonFiniteLossError, match="3 steps in a row had a non-finite loss"):
-        train(model, task, classify_items(64), classify_items(8), cfg, run_dir=tmp_path, save_best=lambda p: None)
-    for k, v in model.state_dict().items():  # no step was taken with NaN gradients
-        torch.testing.assert_close(v, before[k])

@@ -17,6 +17,7 @@ from lmcraft.config import (
 )
 from lmcraft.data.builtin import MissingPackageError
 from lmcraft.data.errors import DataError
+from lmcraft.train.errors import NonFiniteLossError
 
 DESCRIPTION = """\
 lmcraft carries a Transformer language model through the whole process:
@@ -77,7 +78,8 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     from lmcraft.pretrain import run_pretrain
 
     summary = run_pretrain(from_namespace(PretrainConfig, args))
-    print(json.dumps(summary, indent=2))
+    if summary.get("rank") != "worker":
+        print(json.dumps(summary, indent=2))
     return 0
 
 
@@ -86,6 +88,8 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     from lmcraft.finetune import run_finetune
 
     summary = run_finetune(from_namespace(FinetuneConfig, args))
+    if summary.get("rank") == "worker":
+        return 0
     print(f"best dev {summary['dev']} at step {summary['best_step']}; model in {summary['model_dir']}")
     if "test" in summary:
         print("test (best checkpoint):\n" + format_report(summary["test"]))
@@ -227,6 +231,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _end_distributed() -> None:
+    """Leave the process group cleanly when torchrun started one."""
+    if "torch.distributed" in sys.modules:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -239,10 +252,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return args.func(args)
-    except (DataError, MissingPackageError, FileNotFoundError, ValueError, KeyError) as e:
+    except (DataError, MissingPackageError, FileNotFoundError, ValueError, KeyError, NonFiniteLossError) as e:
         message = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"lmcraft: error: {message}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("lmcraft: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as e:
+        print(f"lmcraft: {e.args[0] if e.args else 'interrupted'}", file=sys.stderr)
         return 130
+    finally:
+        _end_distributed()

@@ -43,19 +43,31 @@ class TrainConfig:
     patience: int = opt(3, "stop after this many evaluations without a better dev metric; 0 never stops")
     max_minutes: float = opt(0.0, "stop (with a last evaluation) after this many minutes; 0 means no limit")
     seed: int = opt(0, "seed of initialisation, dropout, data order and masking")
-    bf16: bool = opt(False, "bf16 autocast (fast only on CPUs and GPUs with bf16 matmul support)")
+    bf16: str = opt("auto", "bf16 autocast: auto (on where the GPU or CPU computes bf16 natively), on or off")
     max_bad_steps: int = opt(5, "stop with an error after this many non-finite losses in a row")
     log_every: int = opt(20, "write training loss and speed to metrics.jsonl every this many steps")
     progress: bool = opt(True, "show progress bars (on a terminal; never in redirected output)")
+    resume: bool = opt(False, "continue from the newest whole checkpoint in the run directory, exactly")
+    save_every: int = opt(0, "write a resumable checkpoint every this many steps; 0 means at every evaluation")
+    keep_checkpoints: int = opt(2, "how many of the newest checkpoints to keep (the best one is kept as well)")
+    distributed: str = opt("ddp", "under torchrun: ddp (a model copy per process) or fsdp (parameters sharded)")
+    tensorboard: bool = opt(True, "also write TensorBoard event files to RUN/tensorboard")
 
     def __post_init__(self) -> None:
-        for name in ("batch_size", "grad_accum", "eval_every", "eval_batch_size", "log_every", "max_bad_steps"):
+        for name in ("batch_size", "grad_accum", "eval_every", "eval_batch_size", "log_every", "max_bad_steps",
+                     "keep_checkpoints"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.lr <= 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
         if not 0 <= self.warmup_ratio < 1:
             raise ValueError(f"warmup_ratio must lie in [0, 1), got {self.warmup_ratio}")
+        if self.bf16 not in ("auto", "on", "off"):
+            raise ValueError(f"bf16 must be auto, on or off, got {self.bf16!r}")
+        if self.distributed not in ("ddp", "fsdp"):
+            raise ValueError(f"distributed must be ddp or fsdp, got {self.distributed!r}")
+        if self.save_every < 0:
+            raise ValueError(f"save_every must be 0 or more, got {self.save_every}")
 
 
 @dataclass

@@ -83,7 +83,10 @@ def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     out = Path(cfg.out)
     result = train(model, task, train_items, dev_items, cfg.train, run_dir=out,
                    lengths=[len(it.ids) for it in train_items],
-                   save_best=lambda path: save_model_dir(path, model, tokenizer, extra={"stage": "finetune"}))
+                   save_best=lambda path, state: save_model_dir(path, model, tokenizer, state=state,
+                                                                extra={"stage": "finetune"}))
+    if not result.is_main:  # other processes of a distributed run stop here; rank 0 tests and writes
+        return {"stage": "finetune", "rank": "worker"}
     summary: dict[str, Any] = {
         "stage": "finetune", "model_dir": str(out / "best"), "steps": result.steps, "best_step": result.best_step,
         "stopped_early": result.stopped_early,

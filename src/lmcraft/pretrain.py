@@ -52,7 +52,10 @@ def run_pretrain(cfg: PretrainConfig) -> dict[str, Any]:
           f"{cfg.model.max_len} tokens; model {cfg.model.size}, {count_parameters(model) / 1e6:.1f}M parameters")
     out = Path(cfg.out)
     result = train(model, objective, train_blocks, dev, cfg.train, run_dir=out,
-                   save_best=lambda path: save_model_dir(path, model, tokenizer, extra={"stage": "pretrain"}))
+                   save_best=lambda path, state: save_model_dir(path, model, tokenizer, state=state,
+                                                                extra={"stage": "pretrain"}))
+    if not result.is_main:  # other processes of a distributed run stop here; rank 0 writes
+        return {"stage": "pretrain", "rank": "worker"}
     summary = {
         "stage": "pretrain", "model_dir": str(out / "best"), "steps": result.steps, "best_step": result.best_step,
         "dev": {k: v for k, v in result.best_metrics.items() if k in ("loss", "perplexity", "accuracy")},

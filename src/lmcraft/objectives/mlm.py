@@ -7,7 +7,7 @@ loss is the cross-entropy at the chosen positions only.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -103,6 +103,11 @@ class MLMMetrics:
         self.loss += float(F.cross_entropy(logits.float(), targets, reduction="sum"))
         self.correct += int((logits.argmax(-1) == targets).sum())
         self.count += int(targets.numel())
+
+    def reduce(self, sum_tensor: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        """Sum the counts of all processes (each evaluated its own share of the data)."""
+        loss, correct, count = sum_tensor(torch.tensor([self.loss, self.correct, self.count], dtype=torch.float64))
+        self.loss, self.correct, self.count = float(loss), int(correct), int(count)
 
     def compute(self) -> dict[str, float]:
         n = max(self.count, 1)

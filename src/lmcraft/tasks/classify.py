@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -88,8 +88,13 @@ class ClassifyMetrics:
         logits = self.task.logits(model, batch).float()
         self.loss += float(F.cross_entropy(logits, batch["labels"], reduction="sum"))
         n = len(self.task.labels)
-        index = batch["labels"] * n + logits.argmax(-1)
+        index = (batch["labels"] * n + logits.argmax(-1)).cpu()
         self.confusion += torch.bincount(index, minlength=n * n).view(n, n)
+
+    def reduce(self, sum_tensor: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        """Sum the counts of all processes (each evaluated its own share of the data)."""
+        self.confusion = sum_tensor(self.confusion)
+        self.loss = float(sum_tensor(torch.tensor([self.loss], dtype=torch.float64)))
 
     def compute(self) -> dict[str, float]:
         from lmcraft.evaluate.metrics import confusion_summary

@@ -4,37 +4,58 @@ It knows nothing task-specific. A task (or objective) supplies:
 - ``collate(items, generator) -> batch`` (a dict of tensors),
 - ``n_targets(batch)`` (how many targets the batch's loss sums over),
 - ``loss_sum(model, batch)`` (the loss summed over those targets),
-- ``new_metrics()`` (an object with ``update(model, batch)`` and ``compute() -> dict``),
+- ``new_metrics()`` (an object with ``update(model, batch)``, ``compute() -> dict`` and, for several
+  processes, ``reduce(sum_tensor)``),
 - ``metric`` and ``greater_is_better`` (what picks the best checkpoint).
 
 Gradient accumulation divides every micro-batch's summed loss by the number of targets in the *whole*
-accumulated batch, so that k micro-batches give the gradient of one big batch, also when micro-batches
-hold different numbers of targets (masked tokens, sequences of different lengths).
+accumulated batch (over all processes), so that k micro-batches on n processes give the gradient of one
+batch k·n times as large, also when micro-batches hold different numbers of targets (masked tokens,
+sequences of different lengths).
+
+Exact resume: the data order of an epoch is a function of (seed, epoch), so a checkpoint stores the epoch
+and the position within it, next to the weights, optimizer, schedule and RNG states (train/checkpoint.py).
+A resumed run takes the same steps, bit for bit on CPU, as one that never stopped.
 """
 
 from __future__ import annotations
 
-import json
 import math
+import signal
+import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
-from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 
-from lmcraft.config import TrainConfig
+from lmcraft.config import TrainConfig, to_dict
 from lmcraft.data.batching import epoch_batches
 from lmcraft.model.heads import Model
+from lmcraft.train.checkpoint import (
+    latest_checkpoint,
+    load_states,
+    model_state,
+    optimizer_state,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from lmcraft.train.distributed import Distributed
 from lmcraft.train.early_stopping import EarlyStopping
+from lmcraft.train.errors import NonFiniteLossError
 from lmcraft.train.optim import build_optimizer, build_schedule
+from lmcraft.train.precision import autocast, use_bf16
+from lmcraft.train.runlog import RunLog
 
+# Options that fix the sequence of batches; a resumed run must use the values it started with.
+FIXED_ON_RESUME = ("batch_size", "grad_accum", "seed")
 
-class NonFiniteLossError(RuntimeError):
-    """Raised after too many consecutive steps with a NaN or infinite loss."""
+SaveBest = Callable[[Path, dict[str, torch.Tensor]], None]
 
 
 @dataclass
@@ -43,40 +64,95 @@ class TrainResult:
     best_step: int | None  # step of the best dev evaluation
     best_metrics: dict[str, float]  # dev metrics at that step
     stopped_early: bool  # True when the patience ran out
-    seconds: float  # wall time of the loop
+    seconds: float  # wall time of the loop (over all sessions of a resumed run)
     history: list[dict[str, Any]] = field(default_factory=list)  # every dev evaluation
+    is_main: bool = True  # False on processes other than rank 0, which write nothing
 
 
-def total_steps(cfg: TrainConfig, n_examples: int) -> int:
+@dataclass
+class LoopState:
+    """What a checkpoint stores besides tensors."""
+
+    step: int = 0
+    epoch: int = 0
+    next_batch: int = 0  # index of the next global batch within this epoch's order
+    bad_steps: int = 0  # consecutive steps skipped for a non-finite loss
+    tokens_seen: int = 0
+    elapsed_s: float = 0.0
+    stopped_early: bool = False
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def total_steps(cfg: TrainConfig, n_examples: int, world: int = 1) -> int:
     if cfg.max_steps > 0:
         return cfg.max_steps
-    per_epoch = math.ceil(n_examples / (cfg.batch_size * cfg.grad_accum))
+    per_epoch = math.ceil(n_examples / (cfg.batch_size * world * cfg.grad_accum))
     return max(1, math.ceil(cfg.epochs * per_epoch))
 
 
-def autocast(cfg: TrainConfig) -> Any:
-    return torch.autocast("cpu", dtype=torch.bfloat16) if cfg.bf16 else nullcontext()
+def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    if device.type == "cpu":
+        return batch
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
 @torch.no_grad()
-def evaluate(model: Model, task: Any, items: Sequence[Any], cfg: TrainConfig, *, desc: str = "eval") -> dict:
-    """Metrics of ``task`` over ``items``, batch by batch. Random parts of collation (MLM masking) use a
-    fixed seed, so that evaluations at different steps see the same inputs."""
-    was_training = model.training
-    model.eval()
+def evaluate(module: torch.nn.Module, task: Any, items: Sequence[Any], cfg: TrainConfig, dist: Distributed,
+             *, bf16: bool = False, desc: str = "eval") -> dict:
+    """Metrics of ``task`` over ``items``, accumulated batch by batch (each process takes every n-th item,
+    then the counts are summed). Random parts of collation (MLM masking) use a fixed seed, so that
+    evaluations at different steps see the same inputs."""
+    was_training = module.training
+    module.eval()
     metrics = task.new_metrics()
     generator = torch.Generator().manual_seed(cfg.seed + 12345)
-    for idx in tqdm(epoch_batches(len(items), cfg.eval_batch_size, seed=0, epoch=0, shuffle=False),
-                    desc=desc, leave=False, disable=None if cfg.progress else True):
-        with autocast(cfg):
-            metrics.update(model, task.collate([items[i] for i in idx], generator))
-    model.train(was_training)
+    mine = list(range(dist.rank, len(items), dist.world))
+    batches = [mine[i : i + cfg.eval_batch_size] for i in range(0, len(mine), cfg.eval_batch_size)]
+    n_batches = dist.max(len(batches))  # FSDP gathers weights in every forward: all ranks run as many
+    for k in tqdm(range(n_batches), desc=desc, leave=False, disable=None if cfg.progress and dist.is_main else True):
+        real = k < len(batches)
+        batch = to_device(task.collate([items[i] for i in (batches[k] if real else [0])], generator), dist.device)
+        with autocast(bf16, dist.device):
+            module(batch, metrics if real else task.new_metrics())
+    if dist.active:
+        metrics.reduce(dist.sum_tensor)
+    module.train(was_training)
     return metrics.compute()
 
 
-def _log(path: Path, record: dict[str, Any]) -> None:
-    with path.open("a", encoding="utf-8") as f:
-        f.write(json.dumps(record) + "\n")
+class _Interrupt:
+    """Ctrl-C sets a flag that the loop reads between steps, so that it can save a checkpoint first.
+    A second Ctrl-C interrupts at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: Any = None
+
+    def __enter__(self) -> _Interrupt:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.requested = True
+        signal.signal(signal.SIGINT, self._previous)
+        print("\nlmcraft: stopping after this step to save a checkpoint (Ctrl-C again to stop now)",
+              file=sys.stderr)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+def _check_resumable(ckpt: Any, cfg: TrainConfig, dist: Distributed) -> None:
+    saved = ckpt.state
+    for name in FIXED_ON_RESUME:
+        if saved["config"][name] != getattr(cfg, name):
+            raise ValueError(f"{ckpt.path}: cannot resume with {name}={getattr(cfg, name)}; the run started with "
+                             f"{name}={saved['config'][name]} (it fixes the order of the batches)")
+    if saved["world_size"] != dist.world:
+        raise ValueError(f"{ckpt.path}: the run started on {saved['world_size']} process(es); resume it on as many "
+                         f"(now {dist.world})")
 
 
 def train(
@@ -87,93 +163,177 @@ def train(
     cfg: TrainConfig,
     *,
     run_dir: str | Path,
-    save_best: Callable[[Path], None],
+    save_best: SaveBest,
     lengths: Sequence[int] | None = None,
 ) -> TrainResult:
     """Train ``model`` on ``task``; evaluate on ``dev_items`` every ``cfg.eval_every`` steps; save the
-    best model with ``save_best(run_dir / "best")``; stop early when the dev metric stops improving.
+    best model with ``save_best(run_dir / "best", state_dict)``; stop early when the dev metric stops
+    improving; write resumable checkpoints to ``run_dir / "checkpoints"``.
 
-    ``lengths`` (one per training item) turns on length-bucketed batches.
+    ``lengths`` (one per training item) turns on length-bucketed batches. Under ``torchrun`` the batches
+    are shared out among the processes (``cfg.batch_size`` is per process).
     """
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    log_path = run_dir / "metrics.jsonl"
-    torch.manual_seed(cfg.seed)  # dropout
-    generator = torch.Generator().manual_seed(cfg.seed)  # random parts of collation
-    steps_total = total_steps(cfg, len(train_items))
-    warmup = int(cfg.warmup_ratio * steps_total)
+    dist = Distributed.from_env(cfg.distributed)
+    sharded = dist.active and dist.mode == "fsdp"
+    if dist.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed + dist.rank)  # dropout
+    generator = torch.Generator().manual_seed(cfg.seed + dist.rank)  # random parts of collation
+    module = dist.wrap(model, task)
+    bf16 = use_bf16(cfg.bf16, dist.device)
+    global_batch = cfg.batch_size * dist.world
+    steps_total = total_steps(cfg, len(train_items), dist.world)
     optimizer = build_optimizer(model, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    schedule = build_schedule(optimizer, warmup=warmup, total=steps_total)
+    schedule = build_schedule(optimizer, warmup=int(cfg.warmup_ratio * steps_total), total=steps_total)
     stopper = EarlyStopping(cfg.patience, greater_is_better=task.greater_is_better)
-    history: list[dict[str, Any]] = []
-    start = time.perf_counter()
-    step = epoch = bad_steps = 0
-    tokens_seen = 0
-    stopped_early = out_of_time = False
+    st = LoopState()
+
+    ckpt = latest_checkpoint(run_dir) if cfg.resume else None
+    if ckpt is not None:
+        _check_resumable(ckpt, cfg, dist)
+        load_states(model, optimizer, ckpt, sharded)
+        schedule.load_state_dict(ckpt.trainer["schedule"])
+        set_rng_state(ckpt.trainer["rng"][dist.rank], generator)
+        stopper = EarlyStopping(**ckpt.state["stopper"])
+        st = LoopState(**ckpt.state["loop"])
+        if dist.is_main:
+            print(f"resuming from {ckpt.path} (step {st.step} of {steps_total})", file=sys.stderr)
+    elif cfg.resume and dist.is_main:
+        print(f"no checkpoint in {run_dir / 'checkpoints'}; starting from the beginning", file=sys.stderr)
+    log = RunLog(run_dir, enabled=dist.is_main, tensorboard=cfg.tensorboard,
+                 resume_step=st.step if ckpt is not None else None)
+    session_start = time.perf_counter()
+    start = session_start - st.elapsed_s
+    session_tokens = 0
+    last_saved = st.step if ckpt is not None else -1
     model.train()
-    bar = tqdm(total=steps_total, desc="train", disable=None if cfg.progress else True, dynamic_ncols=True)
+    bar = tqdm(total=steps_total, initial=st.step, desc="train", dynamic_ncols=True,
+               disable=None if cfg.progress and dist.is_main else True)
 
-    def run_eval() -> bool:
-        metrics = evaluate(model, task, dev_items, cfg, desc="dev")
-        improved = stopper.update(metrics[task.metric], step)
+    def snapshot() -> Path | None:
+        """A checkpoint of the state between two steps (every rank takes part; rank 0 writes)."""
+        nonlocal last_saved
+        st.elapsed_s = time.perf_counter() - start
+        weights = model_state(model, sharded)
+        trainer = {"optimizer": optimizer_state(model, optimizer, sharded), "schedule": schedule.state_dict(),
+                   "rng": dist.gather(rng_state(generator))}
+        path = None
+        if dist.is_main:
+            state = {"loop": asdict(st), "stopper": asdict(stopper), "world_size": dist.world, "config": to_dict(cfg)}
+            path = save_checkpoint(run_dir, st.step, model=weights, trainer=trainer, state=state,
+                                   keep=cfg.keep_checkpoints, best_step=stopper.best_step)
+        dist.barrier()
+        last_saved = st.step
+        return path
+
+    def run_eval() -> None:
+        metrics = evaluate(module, task, dev_items, cfg, dist, bf16=bf16, desc="dev")
+        improved = stopper.update(metrics[task.metric], st.step)
         if improved:
-            save_best(run_dir / "best")
-        record = {"step": step, "split": "dev", **metrics, "best": improved,
+            weights = model_state(model, sharded)
+            if dist.is_main:
+                save_best(run_dir / "best", weights)
+        record = {"step": st.step, "split": "dev", **metrics, "best": improved,
                   "elapsed_s": round(time.perf_counter() - start, 2)}
-        history.append(record)
-        _log(log_path, record)
-        bar.write(f"step {step}: dev {task.metric}={metrics[task.metric]:.4f}" + (" (best)" if improved else ""))
-        return stopper.should_stop
+        st.history.append(record)
+        log.write(record)
+        if dist.is_main:
+            bar.write(f"step {st.step}: dev {task.metric}={metrics[task.metric]:.4f}" + (" (best)" if improved else ""))
+        st.stopped_early = stopper.should_stop
 
-    while step < steps_total and not (stopped_early or out_of_time):
-        batches = epoch_batches(len(train_items), cfg.batch_size, seed=cfg.seed, epoch=epoch, lengths=lengths)
-        for first in range(0, len(batches), cfg.grad_accum):
-            micro = [task.collate([train_items[i] for i in idx], generator)
-                     for idx in batches[first : first + cfg.grad_accum]]
-            n_targets = sum(task.n_targets(b) for b in micro)
-            if n_targets == 0:
-                continue
-            loss_value = 0.0
-            for batch in micro:
-                with autocast(cfg):
-                    loss = task.loss_sum(model, batch) / n_targets
+    def one_step(group: list[list[int]]) -> bool:
+        """Forward and backward over the micro-batches of one step, then the update. False when the step
+        was skipped (no targets, or a non-finite loss)."""
+        nonlocal session_tokens
+        shards = [dist.shard(idx) for idx in group]
+        micro = [(task.collate([train_items[i] for i in idx], generator), real) for idx, real in shards]
+        local_targets = sum(task.n_targets(b) for b, real in micro if real)
+        local_tokens = sum(_tokens(b) for b, real in micro if real)
+        n_targets, tokens = dist.sum([local_targets, local_tokens])
+        if n_targets == 0:
+            return False
+        local_loss = 0.0
+        for k, (batch, real) in enumerate(micro):
+            with dist.no_sync(module, sync=k == len(micro) - 1):
+                with autocast(bf16, dist.device):
+                    loss = module(to_device(batch, dist.device)) / (n_targets / dist.world)
+                    if not real:
+                        loss = loss * 0.0
                 loss.backward()
-                loss_value += float(loss.detach())
-                real = batch.get("padding_mask")
-                tokens_seen += int(real.sum()) if real is not None else batch["input_ids"].numel()
-            if not math.isfinite(loss_value):
-                optimizer.zero_grad(set_to_none=True)
-                bad_steps += 1
-                _log(log_path, {"step": step, "split": "train", "skipped": "non-finite loss"})
-                if bad_steps >= cfg.max_bad_steps:
-                    raise NonFiniteLossError(
-                        f"{bad_steps} steps in a row had a non-finite loss (last: {loss_value}); "
-                        f"lower the learning rate (now {cfg.lr}) or turn off bf16"
-                    )
-                continue
-            bad_steps = 0
-            if cfg.clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
-            optimizer.step()
-            schedule.step()
+            local_loss += float(loss.detach())
+        loss_value = dist.sum([local_loss])[0] / dist.world
+        if not math.isfinite(loss_value):
             optimizer.zero_grad(set_to_none=True)
-            step += 1
-            elapsed = time.perf_counter() - start
-            bar.update(1)
-            if step % cfg.log_every == 0 or step == 1:
-                lr = schedule.get_last_lr()[0]
-                bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}", tok_s=f"{tokens_seen / elapsed:,.0f}")
-                _log(log_path, {"step": step, "split": "train", "loss": loss_value, "lr": lr,
-                                "tokens_per_s": tokens_seen / elapsed, "elapsed_s": round(elapsed, 2)})
-            out_of_time = cfg.max_minutes > 0 and elapsed > cfg.max_minutes * 60
-            if step % cfg.eval_every == 0 or step == steps_total or out_of_time:
-                stopped_early = run_eval()
-            if step >= steps_total or stopped_early or out_of_time:
-                break
-        epoch += 1
+            st.bad_steps += 1
+            log.write({"step": st.step, "split": "train", "skipped": "non-finite loss"})
+            if st.bad_steps >= cfg.max_bad_steps:
+                path = snapshot()
+                raise NonFiniteLossError(
+                    f"{st.bad_steps} steps in a row had a non-finite loss (last: {loss_value}); lower the learning "
+                    f"rate (now {cfg.lr}) or turn off bf16 (--bf16 off). The last good state is in "
+                    f"{path or run_dir / 'checkpoints'}"
+                )
+            return False
+        st.bad_steps = 0
+        if cfg.clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
+        optimizer.step()
+        schedule.step()
+        optimizer.zero_grad(set_to_none=True)
+        st.step += 1
+        st.tokens_seen += int(tokens)
+        session_tokens += int(tokens)
+        bar.update(1)
+        if st.step % cfg.log_every == 0 or st.step == 1:
+            lr = schedule.get_last_lr()[0]
+            speed = session_tokens / max(time.perf_counter() - session_start, 1e-9)
+            bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}", tok_s=f"{speed:,.0f}")
+            log.write({"step": st.step, "split": "train", "loss": loss_value, "lr": lr, "tokens_per_s": speed,
+                       "elapsed_s": round(time.perf_counter() - start, 2)})
+        return True
+
+    out_of_time = False
+    with _Interrupt() as interrupt:
+        while st.step < steps_total and not (st.stopped_early or out_of_time):
+            batches = epoch_batches(len(train_items), global_batch, seed=cfg.seed, epoch=st.epoch, lengths=lengths)
+            while st.next_batch < len(batches):
+                group = batches[st.next_batch : st.next_batch + cfg.grad_accum]
+                st.next_batch += len(group)
+                if not one_step(group):
+                    continue
+                out_of_time = cfg.max_minutes > 0 and time.perf_counter() - start > cfg.max_minutes * 60
+                out_of_time = dist.max(int(out_of_time)) > 0  # every rank stops at the same step
+                finished = st.step >= steps_total or out_of_time
+                if st.step % cfg.eval_every == 0 or finished:
+                    run_eval()
+                    finished = finished or st.stopped_early
+                due = st.step % cfg.save_every == 0 if cfg.save_every else st.step % cfg.eval_every == 0
+                stop_now = dist.max(int(interrupt.requested)) > 0
+                if due or finished or stop_now:
+                    snapshot()
+                if stop_now:
+                    bar.close()
+                    log.close()
+                    raise KeyboardInterrupt(f"interrupted at step {st.step}; the checkpoint is in "
+                                            f"{run_dir / 'checkpoints'}; continue with --resume")
+                if finished:
+                    break
+            else:
+                st.epoch += 1
+                st.next_batch = 0
     bar.close()
     if stopper.best_step is None:  # fewer steps than one evaluation interval: evaluate once at the end
         run_eval()
-    best = next((h for h in history if h["step"] == stopper.best_step and h["best"]), history[-1])
-    return TrainResult(steps=step, best_step=stopper.best_step, best_metrics=best,
-                       stopped_early=stopped_early, seconds=time.perf_counter() - start, history=history)
+    if last_saved != st.step:
+        snapshot()
+    log.close()
+    best = next((h for h in st.history if h["step"] == stopper.best_step and h["best"]), st.history[-1])
+    return TrainResult(steps=st.step, best_step=stopper.best_step, best_metrics=best,
+                       stopped_early=st.stopped_early, seconds=time.perf_counter() - start, history=st.history,
+                       is_main=dist.is_main)
+
+
+def _tokens(batch: dict[str, torch.Tensor]) -> int:
+    real = batch.get("padding_mask")
+    return int(real.sum()) if real is not None else batch["input_ids"].numel()
