@@ -157,3 +157,32 @@ def test_loop_keeps_the_best_checkpoint_and_stops_early(tmp_path: Path) -> None:
 class ExplodingTask(Classify):
     def loss_sum(self, model: Model, batch: dict) -> torch.Tensor:
         return super().loss_sum(model, batch) * float("nan")
+
+
+def test_loop_with_4x8_accumulation_takes_the_step_of_one_batch_of_32(tmp_path: Path) -> None:
+    """Through the real loop: the same examples, as 4 micro-batches of 8 or one batch of 32, give the same
+    weights after two steps (dropout off)."""
+    results = []
+    for batch_size, accum in ((32, 1), (8, 4)):
+        torch.manual_seed(0)
+        task = Classify(["a", "b"], pad_id=0)
+        model = Model(tiny_config(), {task.head: task.head_spec()})
+        cfg = TrainConfig(batch_size=batch_size, grad_accum=accum, max_steps=2, eval_every=2, progress=False,
+                          tensorboard=False, lr=1e-3, warmup_ratio=0.0)
+        train(model, task, classify_items(64), classify_items(8), cfg, run_dir=tmp_path / str(accum),
+              save_best=lambda p, s: None)
+        results.append(model.state_dict())
+    for name, value in results[0].items():
+        torch.testing.assert_close(results[1][name], value, atol=1e-6, rtol=0, msg=name)
+
+
+def test_bf16_is_detected_from_the_cpu_flags() -> None:
+    from lmcraft.train.precision import cpu_has_bf16, use_bf16
+
+    assert cpu_has_bf16("processor : 0\nflags : fpu sse avx2 avx512f avx512_bf16 amx_tile\n")
+    assert cpu_has_bf16("Features : fp asimd bf16 i8mm\n")
+    assert not cpu_has_bf16("flags : fpu sse avx2 fma\n")
+    cpu = torch.device("cpu")
+    assert use_bf16("off", cpu) is False and use_bf16("on", cpu) is True
+    with pytest.raises(ValueError, match="bf16 must be one of auto, on, off"):
+        use_bf16("yes", cpu)

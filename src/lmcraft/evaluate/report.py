@@ -7,12 +7,13 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from lmcraft.data.batching import epoch_batches
 from lmcraft.data.readers import Example
-from lmcraft.evaluate.metrics import classification_metrics, format_confusion
+from lmcraft.evaluate.metrics import confusion_summary, format_confusion
 from lmcraft.model.heads import Model
 from lmcraft.tasks.classify import Classify
 from lmcraft.tokenizer import TextTokenizer
@@ -31,13 +32,13 @@ def predict_batches(
     model: Model, tokenizer: TextTokenizer, examples: Sequence[Example], *, batch_size: int = 128,
     progress: bool = True,
 ) -> Iterator[tuple[list[int], torch.Tensor]]:
-    """Yields (indices, probabilities (b, C)) batch by batch, in the order of ``examples``."""
+    """Yields (indices, probabilities (b, C)) batch by batch, in the order of ``examples``; each batch is
+    tokenized when its turn comes."""
     task = classify_task(model)
     model.eval()
-    items = task.encode(tokenizer, examples, model.cfg.max_len)
-    for idx in tqdm(epoch_batches(len(items), batch_size, seed=0, epoch=0, shuffle=False), desc="predict",
+    for idx in tqdm(epoch_batches(len(examples), batch_size, seed=0, epoch=0, shuffle=False), desc="predict",
                     leave=False, disable=None if progress else True):
-        batch = task.collate([items[i] for i in idx])
+        batch = task.collate(task.encode(tokenizer, [examples[i] for i in idx], model.cfg.max_len))
         yield idx, task.logits(model, batch).float().softmax(-1)
 
 
@@ -46,10 +47,10 @@ def evaluate_examples(
     batch_size: int = 128, progress: bool = True,
 ) -> dict[str, Any]:
     """Accuracy, macro-F1, per-class precision/recall and confusion matrix; predictions (if a path is given)
-    are written line by line as they are made."""
+    are written line by line as they are made, and only the confusion counts are kept."""
     task = classify_task(model)
-    y_true: list[int] = []
-    y_pred: list[int] = []
+    n = len(task.labels)
+    confusion = np.zeros((n, n), dtype=np.int64)  # rows: true label, columns: predicted
     out = None
     if predictions is not None:
         predictions = Path(predictions)
@@ -58,8 +59,7 @@ def evaluate_examples(
         for idx, probs in predict_batches(model, tokenizer, examples, batch_size=batch_size, progress=progress):
             predicted = probs.argmax(-1).tolist()
             for i, p, row in zip(idx, predicted, probs.tolist(), strict=True):
-                y_true.append(task.label_ids[examples[i].label])  # type: ignore[index]
-                y_pred.append(p)
+                confusion[task.label_ids[examples[i].label], p] += 1  # type: ignore[index]
                 if out is not None:
                     out.write(json.dumps({"text": examples[i].text, "label": examples[i].label,
                                           "predicted": task.labels[p], "probability": round(row[p], 5)},
@@ -69,7 +69,7 @@ def evaluate_examples(
             out.close()
     if predictions is not None:
         predictions.with_name(predictions.name + ".tmp").replace(predictions)
-    return classification_metrics(y_true, y_pred, task.labels)
+    return confusion_summary(confusion, task.labels)
 
 
 def format_report(metrics: dict[str, Any]) -> str:

@@ -8,6 +8,7 @@ as one process with batch N·B. Only rank 0 writes files and shows progress.
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
@@ -91,8 +92,12 @@ class Distributed:
         from torch.nn.parallel import DistributedDataParallel
 
         ids = [self.device.index] if self.device.type == "cuda" else None
+        # The model's only buffers are constant tables: no need to send them before every forward (the
+        # option was renamed in torch 2.13).
+        renamed = "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
+        no_buffer_sync = {"forward_sync_buffers" if renamed else "broadcast_buffers": False}
         # Some parameters are idle in some tasks (segment embeddings for single texts), hence the search.
-        return DistributedDataParallel(module, device_ids=ids, broadcast_buffers=False, find_unused_parameters=True)
+        return DistributedDataParallel(module, device_ids=ids, find_unused_parameters=True, **no_buffer_sync)
 
     def no_sync(self, module: nn.Module, sync: bool) -> AbstractContextManager[Any]:
         """Skip the gradient exchange on all but the last micro-batch of an accumulated step."""

@@ -21,6 +21,7 @@ A resumed run takes the same steps, bit for bit on CPU, as one that never stoppe
 from __future__ import annotations
 
 import math
+import shutil
 import signal
 import sys
 import threading
@@ -38,6 +39,7 @@ from lmcraft.data.batching import epoch_batches
 from lmcraft.model.heads import Model
 from lmcraft.train.checkpoint import (
     latest_checkpoint,
+    list_checkpoints,
     load_states,
     model_state,
     optimizer_state,
@@ -201,6 +203,9 @@ def train(
             print(f"resuming from {ckpt.path} (step {st.step} of {steps_total})", file=sys.stderr)
     elif cfg.resume and dist.is_main:
         print(f"no checkpoint in {run_dir / 'checkpoints'}; starting from the beginning", file=sys.stderr)
+    if ckpt is None and dist.is_main and list_checkpoints(run_dir):
+        print(f"starting afresh: deleting the old checkpoints in {run_dir / 'checkpoints'}", file=sys.stderr)
+        shutil.rmtree(run_dir / "checkpoints")
     log = RunLog(run_dir, enabled=dist.is_main, tensorboard=cfg.tensorboard,
                  resume_step=st.step if ckpt is not None else None)
     session_start = time.perf_counter()

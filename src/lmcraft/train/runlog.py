@@ -7,6 +7,7 @@ to purge them, so that the log of a resumed run reads like the log of a run that
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +24,9 @@ class RunLog:
             return
         if resume_step is not None and self.path.exists():
             self._truncate_after(resume_step)
-        elif resume_step is None and self.path.exists():
-            self.path.unlink()  # a fresh run in an old directory starts a fresh log
+        elif resume_step is None:  # a fresh run in an old directory starts a fresh log
+            self.path.unlink(missing_ok=True)
+            shutil.rmtree(run_dir / "tensorboard", ignore_errors=True)
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
