@@ -61,7 +61,7 @@ def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
         model, tokenizer, _ = load_model_dir(cfg.init, heads=False)
         card = Path(cfg.init) / "run_card.json"
         parent_card = json.loads(card.read_text(encoding="utf-8")) if card.exists() else None
-        max_len = model.cfg.max_len
+        max_len = model.cfg.max_tokens
     else:
         if not cfg.tokenizer:
             raise ValueError("training from scratch needs --tokenizer DIR (or start from a model with --init)")

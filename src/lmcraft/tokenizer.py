@@ -5,13 +5,16 @@ Two kinds:
   ASCII forms, every CJK character becomes a token of its own, other words split into WordPiece pieces.
 - ``bpe``: GPT-2-style byte-level BPE; it never meets an unknown character.
 
-Both use the same special tokens, so every objective and task finds them by the same names.
+Both use the same special tokens, so every objective and task finds them by the same names. A tokenizer
+that comes with a Hugging Face checkpoint names its special tokens otherwise (``<s>``, ``<|endoftext|>``);
+``TextTokenizer.roles`` maps the roles (pad, unk, cls, sep, mask) to whatever that tokenizer calls them.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
@@ -19,6 +22,11 @@ from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers,
 PAD, UNK, CLS, SEP, MASK = "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"
 SPECIAL_TOKENS = [PAD, UNK, CLS, SEP, MASK]  # ids 0..4 in this order
 KINDS = ("wordpiece", "bpe")
+ROLES_FILE = "special_tokens.json"  # written next to tokenizer.json when the roles are not the defaults
+
+
+def default_roles() -> dict[str, str | None]:
+    return {"pad": PAD, "unk": UNK, "cls": CLS, "sep": SEP, "mask": MASK}
 
 
 def _attach_pair_template(tok: Tokenizer) -> None:
@@ -71,20 +79,48 @@ def train_tokenizer(
 
 @dataclass
 class TextTokenizer:
-    """A trained tokenizer plus the ids of its special tokens."""
+    """A trained tokenizer plus the ids of its special tokens.
+
+    ``roles`` names the token that plays each role: pad, unk, cls (start of a sequence), sep (end of a
+    segment or sequence) and mask. A role may be None when the tokenizer has no such token (GPT-2 has no
+    [MASK]); asking for its id is then an error that says so. Without a pad token the end-of-sequence
+    token pads (the padding is masked out anyway).
+    """
 
     tokenizer: Tokenizer
+    roles: dict[str, str | None] = field(default_factory=default_roles)
 
     def __post_init__(self) -> None:
-        missing = [t for t in SPECIAL_TOKENS if self.tokenizer.token_to_id(t) is None]
-        if missing:
-            raise ValueError(f"tokenizer lacks the special tokens {missing}")
-        self.pad_id = self.tokenizer.token_to_id(PAD)
-        self.unk_id = self.tokenizer.token_to_id(UNK)
-        self.cls_id = self.tokenizer.token_to_id(CLS)
-        self.sep_id = self.tokenizer.token_to_id(SEP)
-        self.mask_id = self.tokenizer.token_to_id(MASK)
-        self.special_ids = sorted({self.pad_id, self.unk_id, self.cls_id, self.sep_id, self.mask_id})
+        ids = {}
+        for role, token in self.roles.items():
+            ids[role] = self.tokenizer.token_to_id(token) if token is not None else None
+            if token is not None and ids[role] is None:
+                raise ValueError(f"tokenizer has no {token!r} token (its {role} token)")
+        self._ids = ids
+        self.pad_id = next((i for i in (ids.get("pad"), ids.get("sep"), 0) if i is not None), 0)
+        self.special_ids = sorted({i for i in ids.values() if i is not None})
+
+    def _role(self, role: str) -> int:
+        found = self._ids.get(role)
+        if found is None:
+            raise ValueError(f"this tokenizer has no {role} token (its special tokens: {self.roles})")
+        return found
+
+    @property
+    def unk_id(self) -> int:
+        return self._role("unk")
+
+    @property
+    def cls_id(self) -> int:
+        return self._role("cls")
+
+    @property
+    def sep_id(self) -> int:
+        return self._role("sep")
+
+    @property
+    def mask_id(self) -> int:
+        return self._role("mask")
 
     @property
     def vocab_size(self) -> int:
@@ -96,7 +132,9 @@ class TextTokenizer:
         file = path / "tokenizer.json" if path.is_dir() else path
         if not file.exists():
             raise FileNotFoundError(f"{file}: no tokenizer.json here (train one with `lmcraft tokenizer train`)")
-        return cls(Tokenizer.from_file(str(file)))
+        roles_file = file.parent / ROLES_FILE
+        roles = json.loads(roles_file.read_text(encoding="utf-8")) if roles_file.exists() else default_roles()
+        return cls(Tokenizer.from_file(str(file)), roles)
 
     def save(self, directory: str | Path) -> Path:
         directory = Path(directory)
@@ -105,7 +143,12 @@ class TextTokenizer:
         tmp = out.with_suffix(".json.tmp")
         self.tokenizer.save(str(tmp))
         tmp.replace(out)
+        if self.roles != default_roles():
+            (directory / ROLES_FILE).write_text(json.dumps(self.roles, indent=2) + "\n", encoding="utf-8")
         return out
+
+    def decode(self, ids: Sequence[int], *, skip_special_tokens: bool = True) -> str:
+        return self.tokenizer.decode(list(ids), skip_special_tokens=skip_special_tokens)
 
     def encode(
         self, texts: Sequence[str], pairs: Sequence[str] | None = None, *, max_len: int | None,

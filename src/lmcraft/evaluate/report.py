@@ -38,7 +38,7 @@ def predict_batches(
     model.eval()
     for idx in tqdm(epoch_batches(len(examples), batch_size, seed=0, epoch=0, shuffle=False), desc="predict",
                     leave=False, disable=None if progress else True):
-        batch = task.collate(task.encode(tokenizer, [examples[i] for i in idx], model.cfg.max_len))
+        batch = task.collate(task.encode(tokenizer, [examples[i] for i in idx], model.cfg.max_tokens))
         yield idx, task.logits(model, batch).float().softmax(-1)
 
 

@@ -33,22 +33,42 @@ class MaskedLMHead(nn.Module):
         return h @ token_embedding.T + self.bias  # (N, V) for the N selected positions
 
 
+class LMHead(nn.Module):
+    """Next-token logits of a decoder: a projection onto the vocabulary, either tied to the token
+    embeddings (GPT-2) or a matrix of its own (most Llama-style models)."""
+
+    def __init__(self, cfg: TransformerConfig, tied: bool = True) -> None:
+        super().__init__()
+        self.proj = None if tied else nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+
+    def forward(self, hidden: torch.Tensor, token_embedding: torch.Tensor) -> torch.Tensor:
+        # hidden (B, T, D) -> logits (B, T, V)
+        return hidden @ token_embedding.T if self.proj is None else self.proj(hidden)
+
+
+POOLINGS = ("cls", "mean", "pooler")
+
+
 class ClassificationHead(nn.Module):
-    """dropout → linear on a pooled state: the first token's ([CLS], as in BERT) or the mean over real
-    tokens (as in Sentence-BERT), which small models trained briefly often use better."""
+    """dropout → linear on a pooled state: the first token's ([CLS]), the mean over real tokens (as in
+    Sentence-BERT, which small models trained briefly often use better), or BERT's pooler, tanh(W h_[CLS]
+    + b), which BERT checkpoints bring pretrained and transformers' classifiers expect."""
 
     def __init__(self, cfg: TransformerConfig, n_labels: int, pooling: str = "cls") -> None:
         super().__init__()
-        if pooling not in ("cls", "mean"):
-            raise ValueError(f"pooling must be 'cls' or 'mean', not {pooling!r}")
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, not {pooling!r}")
         self.pooling = pooling
+        self.pooler = nn.Linear(cfg.d_model, cfg.d_model) if pooling == "pooler" else None
         self.dropout = nn.Dropout(cfg.dropout)
         self.proj = nn.Linear(cfg.d_model, n_labels)
         nn.init.normal_(self.proj.weight, std=0.02)
         nn.init.zeros_(self.proj.bias)
 
     def forward(self, hidden: torch.Tensor, padding_mask: torch.Tensor | None = None) -> torch.Tensor:
-        if self.pooling == "cls":
+        if self.pooler is not None:
+            pooled = torch.tanh(self.pooler(hidden[:, 0]))  # (B, D)
+        elif self.pooling == "cls":
             pooled = hidden[:, 0]  # (B, D)
         elif padding_mask is None:
             pooled = hidden.mean(1)
@@ -74,9 +94,11 @@ class Model(nn.Module):
         kind = spec.get("kind")
         if kind == "mlm":
             return MaskedLMHead(self.cfg)
+        if kind == "lm":
+            return LMHead(self.cfg, bool(spec.get("tied", True)))
         if kind == "classify":
             return ClassificationHead(self.cfg, int(spec["n_labels"]), str(spec.get("pooling", "cls")))  # type: ignore[arg-type]
-        raise ValueError(f"unknown head kind {kind!r}; known: mlm, classify")
+        raise ValueError(f"unknown head kind {kind!r}; known: mlm, lm, classify")
 
     def add_head(self, name: str, spec: dict[str, object]) -> None:
         """Put a new head on the backbone (e.g. a classifier on a pretrained encoder)."""

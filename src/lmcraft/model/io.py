@@ -16,6 +16,7 @@ from safetensors.torch import load_file, save_file
 
 from lmcraft import __version__
 from lmcraft.fsutil import staged_dir, write_json
+from lmcraft.model.convert import is_hf_dir, load_hf_dir
 from lmcraft.model.heads import Model
 from lmcraft.model.transformer import TransformerConfig
 from lmcraft.tokenizer import TextTokenizer
@@ -59,9 +60,12 @@ def read_config(path: str | Path) -> dict[str, Any]:
 
 
 def load_model_dir(path: str | Path, *, heads: bool = True) -> tuple[Model, TextTokenizer, dict[str, Any]]:
-    """Rebuild the model of a model directory; returns (model, tokenizer, config). With ``heads=False``
-    only the backbone is loaded, for fine-tuning with a new head."""
+    """Rebuild the model of a model directory (lmcraft's, or a Hugging Face one, converted); returns
+    (model, tokenizer, config). With ``heads=False`` only the backbone is loaded, for fine-tuning with a
+    new head."""
     path = Path(path)
+    if is_hf_dir(path):
+        return load_hf_dir(path, heads=heads)
     config = read_config(path)
     cfg = TransformerConfig(**config["architecture"])
     model = Model(cfg, config["heads"] if heads else {})

@@ -7,12 +7,18 @@ Features and where they come from:
 - the position-wise feed-forward network FFN(x) = act(x W1 + b1) W2 + b2;
 - residual connections and LayerNorm after each sub-layer (post-LN, as in the article and in BERT),
   or before it (pre-LN, Xiong et al. 2020) as an option;
-- learned positions (BERT, GPT) or fixed sinusoidal positions (Vaswani et al.);
+- learned positions (BERT, GPT) or fixed sinusoidal positions (Vaswani et al.), or rotary positions
+  applied to queries and keys (Su et al. 2021, RoFormer; Llama, Qwen2);
 - one ``Block`` with ``causal`` (the decoder's mask M) and ``cross_attention`` (attending to the encoder's
-  output H) switches, so that the encoder, the decoder and the encoder-decoder share one code path.
+  output H) switches, so that the encoder, the decoder and the encoder-decoder share one code path;
+- the options that later checkpoints need, as config fields of that one block: RMSNorm (Zhang & Sennrich
+  2019), the SwiGLU feed-forward network (Shazeer 2020), grouped-query attention (Ainslie et al. 2023),
+  biases on or off;
+- a key/value cache for generation (``KVCache``): each new token attends to the stored keys and values
+  of the earlier ones instead of recomputing them.
 
 Notation in shape comments: B batch, T target (query) length, S source (key) length, D d_model,
-H heads, Dh head size (D / H), F feed-forward size, V vocabulary.
+H heads, Hkv key/value heads, Dh head size (D / H unless set), F feed-forward size, V vocabulary.
 """
 
 from __future__ import annotations
@@ -46,20 +52,44 @@ class TransformerConfig:
     n_segment: int = 2  # segment (token type) embeddings for text pairs; 0 turns them off
     dropout: float = 0.1  # dropout on embeddings, attention weights and sub-layer outputs
     norm_first: bool = False  # False: post-LN (the article, BERT); True: pre-LN (GPT-2, more stable when deep)
-    position: str = "learned"  # "learned" table or fixed "sinusoidal" encodings
-    activation: str = "gelu"  # "gelu" or "relu" in the feed-forward network
-    norm_eps: float = 1e-12  # LayerNorm epsilon
+    position: str = "learned"  # "learned" table, fixed "sinusoidal" encodings, or "rotary"
+    activation: str = "gelu"  # "gelu" (erf), "gelu_tanh", "relu", or "swiglu" (gated, three matrices)
+    norm_eps: float = 1e-12  # epsilon of the norms
     causal: bool = False  # True makes a decoder: no position attends to a later one
     cross_attention: bool = False  # True adds attention to an encoder's output (encoder-decoder)
     pad_id: int = 0  # token id of padding, kept at a zero embedding gradient-free
+    norm: str = "layernorm"  # "layernorm" or "rmsnorm"
+    n_kv_head: int = 0  # key/value heads (grouped-query attention); 0 means as many as n_head
+    head_dim: int = 0  # size of one head; 0 means d_model // n_head
+    rope_theta: float = 10000.0  # base of the rotary frequencies
+    position_offset: int = 0  # first position index (RoBERTa counts from pad_id + 1)
+    qkv_bias: bool = True  # biases of the query, key and value projections
+    out_bias: bool = True  # bias of the attention output projection
+    ffn_bias: bool = True  # biases of the feed-forward network
 
     def __post_init__(self) -> None:
-        if self.d_model % self.n_head:
+        if not self.head_dim and self.d_model % self.n_head:
             raise ValueError(f"d_model={self.d_model} does not divide into n_head={self.n_head} heads")
-        if self.position not in ("learned", "sinusoidal"):
-            raise ValueError(f"position must be 'learned' or 'sinusoidal', not {self.position!r}")
-        if self.activation not in ("gelu", "relu"):
-            raise ValueError(f"activation must be 'gelu' or 'relu', not {self.activation!r}")
+        if self.n_head % self.kv_heads:
+            raise ValueError(f"n_head={self.n_head} is not a multiple of n_kv_head={self.n_kv_head}")
+        choices = {"position": ("learned", "sinusoidal", "rotary"), "norm": ("layernorm", "rmsnorm"),
+                   "activation": ("gelu", "gelu_tanh", "relu", "swiglu")}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(allowed)}, not {getattr(self, name)!r}")
+
+    @property
+    def dh(self) -> int:
+        return self.head_dim or self.d_model // self.n_head
+
+    @property
+    def max_tokens(self) -> int:
+        """The longest input, in tokens (RoBERTa's position table starts at an offset)."""
+        return self.max_len - self.position_offset
+
+    @property
+    def kv_heads(self) -> int:
+        return self.n_kv_head or self.n_head
 
     @classmethod
     def from_size(cls, size: str, vocab_size: int, **overrides: object) -> TransformerConfig:
@@ -81,55 +111,124 @@ def sinusoidal_table(max_len: int, d_model: int) -> torch.Tensor:
     return table
 
 
+def make_norm(cfg: TransformerConfig) -> nn.Module:
+    if cfg.norm == "rmsnorm":
+        return nn.RMSNorm(cfg.d_model, eps=cfg.norm_eps)  # x / sqrt(mean(x²) + eps) · g
+    return nn.LayerNorm(cfg.d_model, eps=cfg.norm_eps)
+
+
 class Embeddings(nn.Module):
-    """Token + position (+ segment) embeddings, then LayerNorm (post-LN only) and dropout."""
+    """Token + position (+ segment) embeddings, then LayerNorm (post-LN only) and dropout. Rotary
+    positions are not added here but applied to queries and keys in attention."""
 
     def __init__(self, cfg: TransformerConfig) -> None:
         super().__init__()
         self.token = nn.Embedding(cfg.vocab_size, cfg.d_model, padding_idx=cfg.pad_id)
-        if cfg.position == "learned":
-            self.position = nn.Embedding(cfg.max_len, cfg.d_model)
-        else:
+        self.position = nn.Embedding(cfg.max_len, cfg.d_model) if cfg.position == "learned" else None
+        if cfg.position == "sinusoidal":
             self.register_buffer("position_table", sinusoidal_table(cfg.max_len, cfg.d_model), persistent=False)
-            self.position = None
         self.segment = nn.Embedding(cfg.n_segment, cfg.d_model) if cfg.n_segment else None
         # Pre-LN stacks normalise inside every block, so the embedding sum goes in raw.
-        self.norm = nn.Identity() if cfg.norm_first else nn.LayerNorm(cfg.d_model, eps=cfg.norm_eps)
+        self.norm = nn.Identity() if cfg.norm_first else make_norm(cfg)
         self.dropout = nn.Dropout(cfg.dropout)
+        self.kind = cfg.position
+        self.offset = cfg.position_offset
         self.max_len = cfg.max_len
 
-    def forward(self, input_ids: torch.Tensor, segment_ids: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, input_ids: torch.Tensor, segment_ids: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,  # (B or 1, T); None means 0 .. T-1
+    ) -> torch.Tensor:
         length = input_ids.shape[1]
-        if length > self.max_len:
-            raise ValueError(f"sequence of {length} tokens is longer than the model's max_len={self.max_len}")
         x = self.token(input_ids)  # (B, T, D)
-        if self.position is not None:
-            x = x + self.position.weight[:length]
-        else:
-            x = x + self.position_table[:length].to(x.dtype)
-        if self.segment is not None and segment_ids is not None:
-            x = x + self.segment(segment_ids)
+        if self.kind != "rotary":
+            if position_ids is None:
+                if length + self.offset > self.max_len:
+                    raise ValueError(f"sequence of {length} tokens is longer than the model's max_len="
+                                     f"{self.max_len - self.offset}")
+                index = torch.arange(self.offset, self.offset + length, device=input_ids.device)
+            else:
+                index = position_ids + self.offset
+                if int(index.max()) >= self.max_len:
+                    raise ValueError(f"position {int(index.max())} is beyond the model's max_len={self.max_len}")
+            table = self.position.weight if self.position is not None else self.position_table.to(x.dtype)
+            x = x + table[index]
+        if self.segment is not None:  # a single text is segment 0 throughout, as in BERT
+            x = x + (self.segment(segment_ids) if segment_ids is not None else self.segment.weight[0])
         return self.dropout(self.norm(x))
 
 
+class Rotary(nn.Module):
+    """Rotary position embedding: each pair of query/key features (i, i + Dh/2) is rotated by the angle
+    pos · θ^(-2i/Dh), so that q·k depends on the positions only through their difference."""
+
+    def __init__(self, cfg: TransformerConfig) -> None:
+        super().__init__()
+        inv_freq = 1.0 / cfg.rope_theta ** (torch.arange(0, cfg.dh, 2, dtype=torch.float32) / cfg.dh)
+        self.register_buffer("inv_freq", inv_freq, persistent=False)
+
+    def forward(self, position_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        angles = position_ids.float()[..., None] * self.inv_freq  # (B, T, Dh/2)
+        angles = torch.cat([angles, angles], dim=-1)[:, None]  # (B, 1, T, Dh)
+        return angles.cos(), angles.sin()
+
+
+def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)  # (x1, x2) -> (-x2, x1)
+    return (x * cos + rotated * sin).to(x.dtype)
+
+
+class KVCache:
+    """Keys and values of the positions seen so far, for every layer, in buffers filled in place.
+
+    ``length`` is the number of positions stored; the Transformer advances it after each forward.
+    """
+
+    def __init__(self, cfg: TransformerConfig, batch: int, max_len: int, *, device: torch.device | str = "cpu",
+                 dtype: torch.dtype = torch.float32) -> None:
+        shape = (batch, cfg.kv_heads, max_len, cfg.dh)  # (B, Hkv, L, Dh)
+        self.keys = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(cfg.n_layer)]
+        self.values = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(cfg.n_layer)]
+        self.max_len = max_len
+        self.length = 0
+
+    def store(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Append the new positions' k, v (B, Hkv, T, Dh); return all keys and values so far."""
+        end = self.length + k.shape[2]
+        if end > self.max_len:
+            raise ValueError(f"the cache holds {self.max_len} positions; {end} were asked for")
+        self.keys[layer][:, :, self.length : end] = k
+        self.values[layer][:, :, self.length : end] = v
+        return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]
+
+    def reorder(self, index: torch.Tensor) -> None:
+        """Keep the rows ``index`` (beam search picks which hypotheses continue)."""
+        self.keys = [k.index_select(0, index) for k in self.keys]
+        self.values = [v.index_select(0, index) for v in self.values]
+
+
 class Attention(nn.Module):
-    """Multi-head attention. Self-attention projects Q, K, V with one fused matmul."""
+    """Multi-head attention. Self-attention projects Q, K, V with one fused matmul; with fewer key/value
+    heads than query heads, each key/value head serves a group of query heads."""
 
     def __init__(self, cfg: TransformerConfig, *, cross: bool) -> None:
         super().__init__()
-        self.n_head = cfg.n_head
+        self.n_head, self.n_kv, self.dh = cfg.n_head, cfg.kv_heads, cfg.dh
         self.cross = cross
+        q_size, kv_size = self.n_head * self.dh, self.n_kv * self.dh
+        self.sizes = (q_size, kv_size, kv_size)
         if cross:
-            self.query = nn.Linear(cfg.d_model, cfg.d_model)
-            self.key_value = nn.Linear(cfg.d_model, 2 * cfg.d_model)
+            self.query = nn.Linear(cfg.d_model, q_size, bias=cfg.qkv_bias)
+            self.key_value = nn.Linear(cfg.d_model, 2 * kv_size, bias=cfg.qkv_bias)
         else:
-            self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model)
-        self.out = nn.Linear(cfg.d_model, cfg.d_model)
+            self.qkv = nn.Linear(cfg.d_model, q_size + 2 * kv_size, bias=cfg.qkv_bias)
+        self.out = nn.Linear(q_size, cfg.d_model, bias=cfg.out_bias)
         self.attn_dropout = cfg.dropout
 
-    def _heads(self, x: torch.Tensor) -> torch.Tensor:
-        b, n, d = x.shape
-        return x.view(b, n, self.n_head, d // self.n_head).transpose(1, 2)  # (B, H, n, Dh)
+    def _heads(self, x: torch.Tensor, n: int) -> torch.Tensor:
+        b, t, _ = x.shape
+        return x.view(b, t, n, self.dh).transpose(1, 2)  # (B, n, T, Dh)
 
     def forward(
         self,
@@ -138,14 +237,23 @@ class Attention(nn.Module):
         *,
         is_causal: bool = False,
         memory: torch.Tensor | None = None,  # (B, S, D) encoder output, for cross-attention
+        rotary: tuple[torch.Tensor, torch.Tensor] | None = None,  # cos, sin (B, 1, T, Dh)
+        cache: tuple[KVCache, int] | None = None,  # the cache and this block's layer index
     ) -> torch.Tensor:
         if self.cross:
             assert memory is not None, "cross-attention needs the encoder output"
             q = self.query(x)
             k, v = self.key_value(memory).chunk(2, dim=-1)
         else:
-            q, k, v = self.qkv(x).chunk(3, dim=-1)  # each (B, T, D)
-        q, k, v = self._heads(q), self._heads(k), self._heads(v)  # (B, H, T|S, Dh)
+            q, k, v = self.qkv(x).split(self.sizes, dim=-1)  # (B, T, H·Dh), (B, T, Hkv·Dh) × 2
+        q, k, v = self._heads(q, self.n_head), self._heads(k, self.n_kv), self._heads(v, self.n_kv)
+        if rotary is not None:
+            q, k = rotate(q, *rotary), rotate(k, *rotary)
+        if cache is not None:
+            k, v = cache[0].store(cache[1], k, v)  # (B, Hkv, S, Dh): the earlier positions too
+        if self.n_kv != self.n_head:
+            k = k.repeat_interleave(self.n_head // self.n_kv, dim=1)  # (B, H, S, Dh)
+            v = v.repeat_interleave(self.n_head // self.n_kv, dim=1)
         y = F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, is_causal=is_causal,
             dropout_p=self.attn_dropout if self.training else 0.0,
@@ -155,29 +263,35 @@ class Attention(nn.Module):
 
 
 class FeedForward(nn.Module):
+    """FFN(x) = act(x W1 + b1) W2 + b2, or with SwiGLU: (silu(x Wg) ⊙ x W1) W2."""
+
     def __init__(self, cfg: TransformerConfig) -> None:
         super().__init__()
-        self.up = nn.Linear(cfg.d_model, cfg.d_ff)
-        self.down = nn.Linear(cfg.d_ff, cfg.d_model)
-        self.act = nn.GELU() if cfg.activation == "gelu" else nn.ReLU()
+        self.up = nn.Linear(cfg.d_model, cfg.d_ff, bias=cfg.ffn_bias)
+        self.gate = nn.Linear(cfg.d_model, cfg.d_ff, bias=cfg.ffn_bias) if cfg.activation == "swiglu" else None
+        self.down = nn.Linear(cfg.d_ff, cfg.d_model, bias=cfg.ffn_bias)
+        acts = {"gelu": nn.GELU(), "gelu_tanh": nn.GELU(approximate="tanh"), "relu": nn.ReLU(), "swiglu": nn.SiLU()}
+        self.act = acts[cfg.activation]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.gate is not None:
+            return self.down(self.act(self.gate(x)) * self.up(x))
         return self.down(self.act(self.up(x)))  # (B, T, F) -> (B, T, D)
 
 
 class Block(nn.Module):
     """Self-attention (masked when causal), optional cross-attention, feed-forward; each sub-layer
-    wrapped in dropout, a residual connection and LayerNorm (after it, or before it when norm_first)."""
+    wrapped in dropout, a residual connection and a norm (after it, or before it when norm_first)."""
 
     def __init__(self, cfg: TransformerConfig) -> None:
         super().__init__()
         self.norm_first = cfg.norm_first
         self.self_attn = Attention(cfg, cross=False)
-        self.self_norm = nn.LayerNorm(cfg.d_model, eps=cfg.norm_eps)
+        self.self_norm = make_norm(cfg)
         self.cross_attn = Attention(cfg, cross=True) if cfg.cross_attention else None
-        self.cross_norm = nn.LayerNorm(cfg.d_model, eps=cfg.norm_eps) if cfg.cross_attention else None
+        self.cross_norm = make_norm(cfg) if cfg.cross_attention else None
         self.ffn = FeedForward(cfg)
-        self.ffn_norm = nn.LayerNorm(cfg.d_model, eps=cfg.norm_eps)
+        self.ffn_norm = make_norm(cfg)
         self.dropout = nn.Dropout(cfg.dropout)
 
     def _sublayer(self, x: torch.Tensor, norm: nn.Module, fn) -> torch.Tensor:
@@ -193,30 +307,43 @@ class Block(nn.Module):
         is_causal: bool = False,
         memory: torch.Tensor | None = None,
         memory_mask: torch.Tensor | None = None,
+        rotary: tuple[torch.Tensor, torch.Tensor] | None = None,
+        cache: tuple[KVCache, int] | None = None,
     ) -> torch.Tensor:
-        x = self._sublayer(x, self.self_norm, lambda h: self.self_attn(h, self_mask, is_causal=is_causal))
+        x = self._sublayer(x, self.self_norm,
+                           lambda h: self.self_attn(h, self_mask, is_causal=is_causal, rotary=rotary, cache=cache))
         if self.cross_attn is not None:
             x = self._sublayer(x, self.cross_norm, lambda h: self.cross_attn(h, memory_mask, memory=memory))
         return self._sublayer(x, self.ffn_norm, self.ffn)
 
 
 def attention_mask(
-    padding_mask: torch.Tensor | None, length: int, *, causal: bool, device: torch.device
+    padding_mask: torch.Tensor | None, length: int, *, causal: bool, device: torch.device, offset: int = 0
 ) -> tuple[torch.Tensor | None, bool]:
-    """Turn a (B, S) padding mask (True/1 at real tokens) into an SDPA mask.
+    """Turn a (B, S) padding mask (True/1 at real tokens; S = offset + length, the cached positions
+    first) into an SDPA mask for ``length`` new queries.
 
-    Returns (mask, is_causal). Without padding the mask is None so that SDPA may pick a fused kernel.
-    Each position may always attend to itself, so that a query row at a padding position is never fully
-    masked (a fully masked softmax row would give NaN); real positions are unaffected by this.
+    Returns (mask, is_causal). Without padding and without cached positions the mask is None so that SDPA
+    may pick a fused kernel. Each position may always attend to itself, so that a query row at a padding
+    position is never fully masked (a fully masked softmax row would give NaN); real positions are
+    unaffected by this.
     """
-    if padding_mask is None or bool(padding_mask.all()):
+    no_padding = padding_mask is None or bool(padding_mask.all())
+    if no_padding and (offset == 0 or not causal):
         return None, causal
-    keys = padding_mask.bool()[:, None, None, :]  # (B, 1, 1, S)
-    eye = torch.eye(length, dtype=torch.bool, device=device)  # (T, S)
-    mask = keys | eye
+    if no_padding and length == 1:
+        return None, False  # one new query may see every cached position
+    total = offset + length
+    query_pos = torch.arange(offset, total, device=device)[:, None]  # (T, 1)
+    key_pos = torch.arange(total, device=device)[None, :]  # (1, S)
+    mask = (key_pos == query_pos)[None, None]  # (1, 1, T, S)
+    if not no_padding:
+        mask = mask | padding_mask.bool()[:, None, None, :]  # (B, 1, T, S)
+    elif not causal:
+        mask = torch.ones_like(mask)
     if causal:
-        mask = mask & torch.ones(length, length, dtype=torch.bool, device=device).tril()
-    return mask, False  # (B, 1, T, S)
+        mask = mask & (key_pos <= query_pos) if not no_padding else (key_pos <= query_pos)[None, None]
+    return mask, False
 
 
 class Transformer(nn.Module):
@@ -226,8 +353,9 @@ class Transformer(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.embed = Embeddings(cfg)
+        self.rotary = Rotary(cfg) if cfg.position == "rotary" else None
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
-        self.final_norm = nn.LayerNorm(cfg.d_model, eps=cfg.norm_eps) if cfg.norm_first else nn.Identity()
+        self.final_norm = make_norm(cfg) if cfg.norm_first else nn.Identity()
         self.apply(self._init_weights)
 
     @staticmethod
@@ -244,20 +372,33 @@ class Transformer(nn.Module):
     def forward(
         self,
         input_ids: torch.Tensor,  # (B, T)
-        padding_mask: torch.Tensor | None = None,  # (B, T), 1 at real tokens
+        padding_mask: torch.Tensor | None = None,  # (B, S), 1 at real tokens; S = cached + T
         segment_ids: torch.Tensor | None = None,  # (B, T)
         *,
+        position_ids: torch.Tensor | None = None,  # (B, T); None means cached .. cached + T - 1
+        cache: KVCache | None = None,  # keys and values of earlier positions (generation)
         memory: torch.Tensor | None = None,  # (B, S, D) encoder output for cross-attention
         memory_padding_mask: torch.Tensor | None = None,  # (B, S)
     ) -> torch.Tensor:
-        x = self.embed(input_ids, segment_ids)  # (B, T, D)
         length = input_ids.shape[1]
-        mask, is_causal = attention_mask(padding_mask, length, causal=self.cfg.causal, device=x.device)
+        offset = cache.length if cache is not None else 0
+        if position_ids is None and offset:
+            position_ids = torch.arange(offset, offset + length, device=input_ids.device)[None]
+        x = self.embed(input_ids, segment_ids, position_ids)  # (B, T, D)
+        rotary = None
+        if self.rotary is not None:
+            if position_ids is None:
+                position_ids = torch.arange(length, device=input_ids.device)[None]
+            rotary = self.rotary(position_ids)
+        mask, is_causal = attention_mask(padding_mask, length, causal=self.cfg.causal, device=x.device, offset=offset)
         memory_mask = None
         if memory_padding_mask is not None and not bool(memory_padding_mask.all()):
             memory_mask = memory_padding_mask.bool()[:, None, None, :]  # (B, 1, 1, S)
-        for block in self.blocks:
-            x = block(x, mask, is_causal=is_causal, memory=memory, memory_mask=memory_mask)
+        for i, block in enumerate(self.blocks):
+            x = block(x, mask, is_causal=is_causal, memory=memory, memory_mask=memory_mask, rotary=rotary,
+                      cache=(cache, i) if cache is not None else None)
+        if cache is not None:
+            cache.length += length
         return self.final_norm(x)  # (B, T, D)
 
 
