@@ -9,6 +9,7 @@ import pytest
 import torch
 import transformers
 
+from lmcraft.model.export import export_hf
 from lmcraft.model.io import load_model_dir
 
 IDS = torch.tensor([[5, 17, 42, 8, 99, 3, 61, 7], [9, 23, 4, 77, 12, 0, 0, 0]])  # second row right-padded
@@ -87,3 +88,21 @@ def test_converted_checkpoint_gives_the_same_outputs(family: str, head: str, tmp
     else:
         real = MASK.bool()
         torch.testing.assert_close(got[real], theirs[real], atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize(("family", "head"), CASES, ids=["-".join(c) for c in CASES])
+def test_export_loads_in_transformers_with_the_same_outputs(family: str, head: str, tmp_path: Path) -> None:
+    hf = tiny_hf(family, head)
+    save_with_vocab(hf, tmp_path / "in")
+    summary = export_hf(tmp_path / "in", tmp_path / "out")
+    assert summary["class"] == type(hf).__name__
+    auto = {"mlm": transformers.AutoModelForMaskedLM, "classify": transformers.AutoModelForSequenceClassification,
+            "lm": transformers.AutoModelForCausalLM}[head]
+    back = auto.from_pretrained(tmp_path / "out").eval()
+    ids = IDS.clone()
+    if family == "roberta":
+        ids[1, 5:] = 1
+    with torch.no_grad():
+        before, after = hf(input_ids=ids, attention_mask=MASK).logits, back(input_ids=ids, attention_mask=MASK).logits
+    real = MASK.bool() if head != "classify" else slice(None)
+    torch.testing.assert_close(after[real], before[real], atol=1e-5, rtol=0)
