@@ -11,7 +11,7 @@ from lmcraft.cli import main
 
 SUBCOMMANDS = [
     ["data", "list"], ["data", "prepare"], ["data", "check"], ["tokenizer", "train"], ["pretrain"],
-    ["finetune"], ["evaluate"], ["predict"], ["run"],
+    ["finetune"], ["evaluate"], ["predict"], ["run"], ["export"], ["generate"],
 ]
 
 

@@ -137,6 +137,30 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from lmcraft.model.export import export_hf
+
+    summary = export_hf(args.model_dir, args.out_dir, head=args.head)
+    print(f"wrote {summary['out']}: {summary['class']} ({summary['tensors']} tensors); load it with "
+          f"transformers' AutoModel... .from_pretrained({summary['out']!r})")
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from lmcraft.model.generate import GenerationConfig, generate
+    from lmcraft.model.io import load_model_dir
+
+    cfg = GenerationConfig(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
+                           top_p=args.top_p, repetition_penalty=args.repetition_penalty, stop=args.stop,
+                           seed=args.seed, use_cache=not args.no_cache)
+    model, tokenizer, _ = load_model_dir(args.model_dir)
+    for prompt in args.prompts:
+        print(prompt, end="", flush=True)
+        generate(model, tokenizer, [prompt], cfg, on_text=lambda _row, piece: print(piece, end="", flush=True))
+        print()
+    return 0
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from lmcraft.recipe import load_recipe, run_recipe
 
@@ -218,6 +242,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--file", default=None, help="a text file (one text a line) or a .jsonl/.csv/.tsv file")
     p.add_argument("--text-field", default="text", help="field holding the text in --file (default: text)")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("export", help="write a model directory in the Hugging Face layout",
+                       description="Write MODEL_DIR so that transformers loads it with the matching AutoModelFor... "
+                                   "class: BERT or RoBERTa (masked LM, sequence classification), GPT-2, Llama or "
+                                   "Qwen2 (causal LM), label maps and tokenizer included.")
+    p.add_argument("model_dir", help="an lmcraft model directory (or a Hugging Face one)")
+    p.add_argument("out_dir", help="directory to write (replaced atomically if it exists)")
+    p.add_argument("--to", choices=["hf"], default="hf", help="target layout (default: hf)")
+    p.add_argument("--head", default=None, help="which head to export when the model has several (default: "
+                                                "classify, then mlm, then lm)")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("generate", help="continue a prompt with a decoder, streaming the text",
+                       description="Greedy decoding (default) or sampling with a KV cache; the text is printed "
+                                   "as it is generated. MODEL_DIR may be a Hugging Face GPT-2, Llama or Qwen2 "
+                                   "directory.")
+    p.add_argument("model_dir", help="a model directory with a language-model head")
+    p.add_argument("prompts", nargs="+", help="one or more prompts")
+    p.add_argument("--max-new-tokens", type=int, default=64, help="tokens to add at most (default: 64)")
+    p.add_argument("--temperature", type=float, default=0.0, help="0 is greedy; higher samples more freely")
+    p.add_argument("--top-k", type=int, default=0, help="sample among the k most likely tokens (0: all)")
+    p.add_argument("--top-p", type=float, default=1.0, help="sample among the tokens that make up probability p")
+    p.add_argument("--repetition-penalty", type=float, default=1.0,
+                   help="> 1 makes tokens already in the text less likely (default: 1, off)")
+    p.add_argument("--stop", action="append", default=[], metavar="TEXT", help="stop when this text appears")
+    p.add_argument("--seed", type=int, default=0, help="seed of the sampling (default: 0)")
+    p.add_argument("--no-cache", action="store_true", help="recompute the whole prefix at each step (slow)")
+    p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("run", help="run the whole process from a YAML recipe",
                        description="Data → tokenizer → pretraining → fine-tuning → test evaluation → saved "

@@ -1,0 +1,150 @@
+"""Text generation with a decoder: greedy decoding or sampling, one token at a time, with a KV cache.
+
+Each step feeds only the newest token; the keys and values of the earlier positions come from the cache
+(``transformer.KVCache``), so a step costs O(T) attention instead of recomputing the whole prefix.
+Prompts of different lengths are batched with padding on the left, so that every row's next token is
+at the same (last) column; positions count real tokens only.
+
+Choosing the next token: logits / temperature, then top-k and nucleus (top-p) filtering, then a draw;
+temperature 0 means greedy. A repetition penalty divides the (positive) logits of tokens already in the
+row (CTRL, Keskar et al. 2019). A row stops at the end-of-sequence token or when its text contains a stop
+string.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from lmcraft.model.heads import Model
+from lmcraft.model.transformer import KVCache
+from lmcraft.tokenizer import TextTokenizer
+
+
+@dataclass
+class GenerationConfig:
+    max_new_tokens: int = 64  # tokens to add at most
+    temperature: float = 0.0  # 0: greedy; otherwise sample from softmax(logits / temperature)
+    top_k: int = 0  # sample among the k most likely tokens only; 0 turns it off
+    top_p: float = 1.0  # sample among the smallest set of tokens whose probabilities reach p
+    repetition_penalty: float = 1.0  # > 1 makes tokens already in the row less likely
+    stop: list[str] = field(default_factory=list)  # a row ends when its new text contains one of these
+    seed: int = 0  # seed of the draws
+    use_cache: bool = True  # False recomputes the whole prefix at every step (for comparison only)
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be at least 1, got {self.max_new_tokens}")
+        if self.temperature < 0 or not 0 < self.top_p <= 1 or self.top_k < 0 or self.repetition_penalty <= 0:
+            raise ValueError("need temperature >= 0, 0 < top_p <= 1, top_k >= 0 and repetition_penalty > 0")
+
+
+def left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """ids (B, T) and padding mask (B, T), padding on the left."""
+    longest = max(len(r) for r in rows)
+    ids = torch.full((len(rows), longest), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), longest), dtype=torch.long)
+    for i, row in enumerate(rows):
+        if row:
+            ids[i, longest - len(row) :] = torch.tensor(list(row), dtype=torch.long)
+            mask[i, longest - len(row) :] = 1
+    return ids, mask
+
+
+def choose(logits: torch.Tensor, seen: torch.Tensor, cfg: GenerationConfig, generator: torch.Generator) -> torch.Tensor:
+    """The next token of each row from its logits (B, V); ``seen`` (B, S) holds the row's tokens so far."""
+    logits = logits.float()
+    if cfg.repetition_penalty != 1.0:
+        previous = logits.gather(1, seen)
+        penalised = torch.where(previous > 0, previous / cfg.repetition_penalty, previous * cfg.repetition_penalty)
+        logits = logits.scatter(1, seen, penalised)
+    if cfg.temperature == 0:
+        return logits.argmax(-1)
+    logits = logits / cfg.temperature
+    if cfg.top_k:
+        kth = logits.topk(min(cfg.top_k, logits.shape[-1]), dim=-1).values[:, -1:]  # (B, 1)
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if cfg.top_p < 1.0:
+        ordered, order = logits.sort(dim=-1, descending=True)
+        cumulative = ordered.softmax(-1).cumsum(-1)
+        drop = cumulative - ordered.softmax(-1) >= cfg.top_p  # keep the tokens until p is reached
+        logits = logits.masked_fill(drop.scatter(1, order, drop), float("-inf"))
+    return torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(1)
+
+
+@torch.no_grad()
+def generate_ids(
+    model: Model, ids: torch.Tensor, padding_mask: torch.Tensor, cfg: GenerationConfig, *, eos_id: int | None,
+    pad_id: int = 0,
+) -> Iterator[torch.Tensor]:
+    """Yields the next token of every row (B,), step by step; finished rows get ``pad_id``. ``ids`` are
+    left-padded prompts (B, T) with their padding mask."""
+    if "lm" not in model.head_specs:
+        raise ValueError(f"generation needs a decoder with a language-model head (heads: {sorted(model.head_specs)})")
+    model.eval()
+    backbone, head = model.backbone, model.heads["lm"]
+    embedding = backbone.embed.token.weight
+    batch, length = ids.shape
+    total = length + cfg.max_new_tokens
+    if total > backbone.cfg.max_tokens:
+        raise ValueError(f"prompt ({length}) + max_new_tokens ({cfg.max_new_tokens}) exceed the model's "
+                         f"{backbone.cfg.max_tokens} positions")
+    generator = torch.Generator().manual_seed(cfg.seed)
+    mask = padding_mask.clone()
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)  # (B, T): real tokens count from 0
+    cache = KVCache(backbone.cfg, batch, total, dtype=embedding.dtype) if cfg.use_cache else None
+    seen = ids.clone()
+    finished = torch.zeros(batch, dtype=torch.bool)
+    hidden = backbone(ids, mask, position_ids=positions, cache=cache)  # (B, T, D)
+    for _ in range(cfg.max_new_tokens):
+        logits = head(hidden[:, -1], embedding)  # (B, V)
+        token = choose(logits, seen, cfg, generator)
+        token = token.masked_fill(finished, pad_id)
+        yield token
+        if eos_id is not None:
+            finished |= token == eos_id
+        if bool(finished.all()):
+            return
+        seen = torch.cat([seen, token[:, None]], dim=1)
+        mask = torch.cat([mask, (~finished).long()[:, None]], dim=1)
+        step_positions = positions[:, -1:] + 1
+        positions = torch.cat([positions, step_positions], dim=1)
+        if cache is not None:
+            hidden = backbone(token[:, None], mask, position_ids=step_positions, cache=cache)
+        else:
+            hidden = backbone(seen, mask, position_ids=positions)
+
+
+def generate(
+    model: Model, tokenizer: TextTokenizer, prompts: Sequence[str], cfg: GenerationConfig,
+    *, on_text: Callable[[int, str], None] | None = None,
+) -> list[str]:
+    """The continuation of each prompt. ``on_text(row, piece)`` receives text as soon as it is decoded
+    (streaming); a piece never ends inside a multi-byte character."""
+    eos = tokenizer.roles.get("sep")
+    eos_id = tokenizer.tokenizer.token_to_id(eos) if eos else None
+    rows = tokenizer.encode(list(prompts), max_len=None)
+    ids, mask = left_pad(rows, tokenizer.pad_id)
+    new: list[list[int]] = [[] for _ in prompts]
+    texts = [""] * len(prompts)
+    done = [False] * len(prompts)
+    for token in generate_ids(model, ids, mask, cfg, eos_id=eos_id, pad_id=tokenizer.pad_id):
+        for row, t in enumerate(token.tolist()):
+            if done[row] or t == eos_id:
+                done[row] = True
+                continue
+            new[row].append(t)
+            text = tokenizer.decode(new[row])
+            if text.endswith("\ufffd"):  # a character whose bytes have not all come yet
+                continue
+            hit = [text.index(s) for s in cfg.stop if s in text]
+            if hit:
+                text, done[row] = text[: min(hit)], True
+            if on_text is not None and len(text) > len(texts[row]):
+                on_text(row, text[len(texts[row]) :])
+            texts[row] = text
+        if all(done):
+            break
+    return texts
