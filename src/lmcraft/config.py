@@ -23,7 +23,8 @@ def opt(default: Any, help: str) -> Any:
     return field(default=default, metadata={"help": help})
 
 
-POOLING_HELP = "what the classifier reads: the first token's state (cls) or the mean of all (mean)"
+POOLING_HELP = ("what the classifier reads: the first token's state (cls), the mean of all states (mean), BERT's "
+                "pooler over the first (pooler), or auto: pooler when the initial model has a pretrained one, else cls")
 
 
 @dataclass
@@ -75,7 +76,7 @@ class ModelOptions:
     """Architecture of a model trained from scratch (a pretrained model brings its own)."""
 
     size: str = opt("mini", "named size: tiny, mini, small or base")
-    max_len: int = opt(128, "longest input in tokens; longer texts are truncated")
+    max_len: int = opt(128, "longest input in tokens; longer texts are truncated (at most the model's own limit)")
     norm_first: bool = opt(False, "pre-LN instead of the article's post-LN")
     position: str = opt("learned", "position encoding: learned or sinusoidal")
     dropout: float = opt(0.1, "dropout rate")
@@ -106,13 +107,16 @@ class PretrainConfig:
 class FinetuneConfig:
     data: str = opt("", "directory with train / dev / test files (.jsonl, .csv or .tsv)")
     out: str = opt("runs/finetune", "run directory; the best model is written to OUT/best")
-    init: str = opt("", "model directory to start from; empty trains from random initialisation")
+    init: str = opt("", "model directory to start from (lmcraft's, a Hugging Face one, or all-minilm-l6-v2); "
+                        "empty trains from random initialisation")
+    random_init: bool = opt(False, "take only the architecture and tokenizer of --init, not its weights "
+                                   "(the from-scratch comparison)")
     tokenizer: str = opt("", "tokenizer for a model trained from scratch (ignored with --init)")
     text_field: str = opt("text", "field (JSONL key or CSV/TSV column) holding the text")
     pair_field: str = opt("", "field holding the second text of a pair; empty for single texts")
     label_field: str = opt("label", "field holding the label")
     metric: str = opt("accuracy", "dev metric that selects the best checkpoint: accuracy or macro_f1")
-    pooling: str = opt("cls", POOLING_HELP)
+    pooling: str = opt("auto", POOLING_HELP)
     model: ModelOptions = field(default_factory=ModelOptions)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(lr=1e-4, epochs=3.0))
 

@@ -13,6 +13,8 @@ from lmcraft.config import FinetuneConfig, to_dict
 from lmcraft.data.errors import DataError
 from lmcraft.data.readers import FORMATS, Example, Fields, check_labels, read_examples
 from lmcraft.evaluate.report import evaluate_examples
+from lmcraft.model.builtin import resolve_model_dir
+from lmcraft.model.convert import pretrained_pooler
 from lmcraft.model.heads import Model
 from lmcraft.model.io import count_parameters, load_model_dir, save_model_dir
 from lmcraft.model.transformer import TransformerConfig
@@ -57,11 +59,16 @@ def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     examples, files, labels = load_splits(cfg)
     parent_card = None
     torch.manual_seed(cfg.train.seed)
+    pooler = None
     if cfg.init:
         model, tokenizer, _ = load_model_dir(cfg.init, heads=False)
-        card = Path(cfg.init) / "run_card.json"
+        card = resolve_model_dir(cfg.init) / "run_card.json"
         parent_card = json.loads(card.read_text(encoding="utf-8")) if card.exists() else None
-        max_len = model.cfg.max_tokens
+        max_len = min(model.cfg.max_tokens, cfg.model.max_len)
+        if cfg.random_init:  # the same architecture and tokenizer, fresh weights
+            model = Model(model.cfg, {})
+        else:
+            pooler = pretrained_pooler(resolve_model_dir(cfg.init))
     else:
         if not cfg.tokenizer:
             raise ValueError("training from scratch needs --tokenizer DIR (or start from a model with --init)")
@@ -72,13 +79,17 @@ def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
         )
         model = Model(arch, {})
         max_len = cfg.model.max_len
-    task = Classify(labels, tokenizer.pad_id, metric=cfg.metric, pooling=cfg.pooling)
+    pooling = cfg.pooling if cfg.pooling != "auto" else ("pooler" if pooler is not None else "cls")
+    task = Classify(labels, tokenizer.pad_id, metric=cfg.metric, pooling=pooling)
     model.add_head(task.head, task.head_spec())
+    if pooling == "pooler" and pooler is not None:  # start from the checkpoint's pretrained pooler
+        model.heads[task.head].pooler.load_state_dict(pooler)
     train_items = task.encode(tokenizer, examples["train"], max_len)
     dev_items = task.encode(tokenizer, examples["dev"], max_len)
     prepare_s = time.perf_counter() - start
+    start = "from " + cfg.init if cfg.init and not cfg.random_init else "from scratch"
     print(f"finetune: {len(train_items):,} train / {len(dev_items):,} dev examples, labels {labels}; "
-          f"{'from ' + cfg.init if cfg.init else 'from scratch'}, {count_parameters(model) / 1e6:.1f}M parameters")
+          f"{start}, {count_parameters(model) / 1e6:.1f}M parameters")
 
     out = Path(cfg.out)
     result = train(model, task, train_items, dev_items, cfg.train, run_dir=out,

@@ -58,7 +58,7 @@ class Recipe:
     model: ModelOptions = field(default_factory=ModelOptions)
     pretrain: TrainConfig = field(default_factory=lambda: TrainConfig(lr=1e-3, max_steps=1000))
     finetune: TrainConfig = field(default_factory=lambda: TrainConfig(lr=1e-4, epochs=3.0))
-    pooling: str = opt("cls", POOLING_HELP)
+    pooling: str = opt("auto", POOLING_HELP)
     scratch_lr: float = opt(0.0, "learning rate of the from-scratch comparison; 0 uses finetune.lr")
     compare_scratch: bool = opt(True, "also fine-tune the same architecture from random initialisation")
     baseline: bool = opt(True, "also fit the TF-IDF + logistic regression baseline")

