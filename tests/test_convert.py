@@ -28,11 +28,14 @@ def tiny_hf(family: str, head: str) -> transformers.PreTrainedModel:
     common = {"vocab_size": 128}
     if family in ("bert", "roberta"):
         cls = {"bert": transformers.BertConfig, "roberta": transformers.RobertaConfig}[family]
+        labels = {} if head == "span" else {"id2label": {0: "neg", 1: "pos", 2: "neutral"},
+                                            "label2id": {"neg": 0, "pos": 1, "neutral": 2}}
         config = cls(**common, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
-                     max_position_embeddings=64, pad_token_id=1 if family == "roberta" else 0,
-                     id2label={0: "neg", 1: "pos", 2: "neutral"}, label2id={"neg": 0, "pos": 1, "neutral": 2})
+                     max_position_embeddings=64, pad_token_id=1 if family == "roberta" else 0, **labels)
         model_cls = {"mlm": transformers.AutoModelForMaskedLM,
-                     "classify": transformers.AutoModelForSequenceClassification}[head]
+                     "classify": transformers.AutoModelForSequenceClassification,
+                     "tag": transformers.AutoModelForTokenClassification,
+                     "span": transformers.AutoModelForQuestionAnswering}[head]
     elif family == "gpt2":
         config = transformers.GPT2Config(**common, n_embd=32, n_layer=2, n_head=4, n_positions=64,
                                           bos_token_id=127, eos_token_id=127)
@@ -63,11 +66,23 @@ def ours_logits(model, head: str, ids: torch.Tensor, mask: torch.Tensor) -> torc
         return model.heads["mlm"](hidden, everywhere, model.backbone.embed.token.weight).view(*ids.shape, -1)
     if head == "classify":
         return model.heads["classify"](hidden, mask)
+    if head == "tag":
+        return model.heads["tag"](hidden)
+    if head == "span":
+        return torch.stack(model.heads["span"](hidden), dim=-1)
     return model.heads["lm"](hidden, model.backbone.embed.token.weight)
 
 
-CASES = [("bert", "mlm"), ("bert", "classify"), ("roberta", "mlm"), ("roberta", "classify"), ("gpt2", "lm"),
-         ("llama", "lm"), ("qwen2", "lm")]
+def theirs_logits(hf: transformers.PreTrainedModel, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    out = hf(input_ids=ids, attention_mask=mask)
+    if hasattr(out, "start_logits"):
+        return torch.stack([out.start_logits, out.end_logits], dim=-1)
+    return out.logits
+
+
+CASES = [("bert", "mlm"), ("bert", "classify"), ("bert", "tag"), ("bert", "span"), ("roberta", "mlm"),
+         ("roberta", "classify"), ("roberta", "tag"), ("roberta", "span"), ("gpt2", "lm"), ("llama", "lm"),
+         ("qwen2", "lm")]
 
 
 @pytest.mark.parametrize(("family", "head"), CASES, ids=["-".join(c) for c in CASES])
@@ -80,11 +95,13 @@ def test_converted_checkpoint_gives_the_same_outputs(family: str, head: str, tmp
     if family == "roberta":
         ids[1, 5:] = 1  # RoBERTa pads with id 1, and numbers positions from pad + 1
     with torch.no_grad():
-        theirs = hf(input_ids=ids, attention_mask=MASK).logits
+        theirs = theirs_logits(hf, ids, MASK)
         got = ours_logits(ours, head, ids, MASK)
     if head == "classify":
         torch.testing.assert_close(got, theirs, atol=1e-4, rtol=0)
         assert ours.head_specs["classify"]["labels"] == ["neg", "pos", "neutral"]
+    elif head == "tag":
+        assert ours.head_specs["tag"]["labels"] == ["neg", "pos", "neutral"]
     else:
         real = MASK.bool()
         torch.testing.assert_close(got[real], theirs[real], atol=1e-4, rtol=0)
@@ -97,12 +114,13 @@ def test_export_loads_in_transformers_with_the_same_outputs(family: str, head: s
     summary = export_hf(tmp_path / "in", tmp_path / "out")
     assert summary["class"] == type(hf).__name__
     auto = {"mlm": transformers.AutoModelForMaskedLM, "classify": transformers.AutoModelForSequenceClassification,
-            "lm": transformers.AutoModelForCausalLM}[head]
+            "tag": transformers.AutoModelForTokenClassification,
+            "span": transformers.AutoModelForQuestionAnswering, "lm": transformers.AutoModelForCausalLM}[head]
     back = auto.from_pretrained(tmp_path / "out").eval()
     ids = IDS.clone()
     if family == "roberta":
         ids[1, 5:] = 1
     with torch.no_grad():
-        before, after = hf(input_ids=ids, attention_mask=MASK).logits, back(input_ids=ids, attention_mask=MASK).logits
+        before, after = theirs_logits(hf, ids, MASK), theirs_logits(back, ids, MASK)
     real = MASK.bool() if head != "classify" else slice(None)
     torch.testing.assert_close(after[real], before[real], atol=1e-5, rtol=0)

@@ -233,6 +233,12 @@ def head_rules(family: str, kind: str, base: str) -> list[Rule]:
                 Rule("heads.classify.pooler.bias", ("classifier.dense.bias",)),
                 Rule("heads.classify.proj.weight", ("classifier.out_proj.weight",)),
                 Rule("heads.classify.proj.bias", ("classifier.out_proj.bias",))]
+    if kind == "tag":
+        return [Rule("heads.tag.proj.weight", ("classifier.weight",)),
+                Rule("heads.tag.proj.bias", ("classifier.bias",))]
+    if kind == "span":
+        return [Rule("heads.span.proj.weight", ("qa_outputs.weight",)),
+                Rule("heads.span.proj.bias", ("qa_outputs.bias",))]
     if kind == "lm_untied":
         return [Rule("heads.lm.proj.weight", ("lm_head.weight",))]
     raise ValueError(f"no {kind} head conversion for {family}")
@@ -326,6 +332,26 @@ def hf_labels(hf: dict[str, Any]) -> list[str]:
     return [str(id2label[k]) for k in sorted(id2label, key=int)]
 
 
+ENCODER_HEADS = (("ForMaskedLM", "mlm"), ("ForSequenceClassification", "classify"),
+                 ("ForTokenClassification", "tag"), ("ForQuestionAnswering", "span"))
+
+
+def encoder_head(hf: dict[str, Any], theirs: dict[str, torch.Tensor], base: str) -> str | None:
+    """Which head an encoder checkpoint carries: from its ``architectures``, else from its weights' names."""
+    architecture = (hf.get("architectures") or [""])[0]
+    for suffix, kind in ENCODER_HEADS:
+        if architecture.endswith(suffix):
+            return kind
+    if "cls.predictions.bias" in theirs or "lm_head.bias" in theirs:
+        return "mlm"
+    if "qa_outputs.weight" in theirs:
+        return "span"
+    pooled = "classifier.weight" in theirs and base + "pooler.dense.weight" in theirs
+    if "classifier.out_proj.weight" in theirs or pooled:
+        return "classify"
+    return "tag" if "classifier.weight" in theirs else None
+
+
 def load_hf_dir(path: str | Path, *, heads: bool = True) -> tuple[Model, TextTokenizer, dict[str, Any]]:
     """A transformers checkpoint as an lmcraft model (with the heads its weights hold, when ``heads``)."""
     path = Path(path)
@@ -337,15 +363,14 @@ def load_hf_dir(path: str | Path, *, heads: bool = True) -> tuple[Model, TextTok
     state = apply_rules(backbone_rules(family, cfg), theirs, base)
     specs: dict[str, dict[str, object]] = {}
     if heads:
-        bert = family == "bert"
-        classify = {"kind": "classify", "n_labels": len(hf_labels(hf)), "labels": hf_labels(hf), "pooling": "pooler"}
-        for kind, spec, marker in (
-            ("mlm", {"kind": "mlm"}, "cls.predictions.bias" if bert else "lm_head.bias"),
-            ("classify", classify, "classifier.weight" if bert else "classifier.out_proj.weight"),
-        ):
-            if family in ("bert", "roberta") and marker in theirs:
-                specs[kind] = spec
-                state.update(apply_rules(head_rules(family, kind, base), theirs))
+        kind = encoder_head(hf, theirs, base) if family in ("bert", "roberta") else None
+        if kind is not None:
+            labels = hf_labels(hf)
+            specs[kind] = {"mlm": {"kind": "mlm"}, "span": {"kind": "span"},
+                           "classify": {"kind": "classify", "n_labels": len(labels), "labels": labels,
+                                        "pooling": "pooler"},
+                           "tag": {"kind": "tag", "n_labels": len(labels), "labels": labels}}[kind]
+            state.update(apply_rules(head_rules(family, kind, base), theirs))
         if family == "gpt2" or (family in ("llama", "qwen2") and hf.get("tie_word_embeddings", False)):
             specs["lm"] = {"kind": "lm", "tied": True}
         elif family in ("llama", "qwen2") and "lm_head.weight" in theirs:

@@ -25,7 +25,9 @@ CLASSES = {  # (family, head) -> transformers class; None: the bare model
     ("bert", "mlm"): "BertForMaskedLM", ("bert", "classify"): "BertForSequenceClassification",
     ("bert", None): "BertModel",
     ("roberta", "mlm"): "RobertaForMaskedLM", ("roberta", "classify"): "RobertaForSequenceClassification",
-    ("roberta", None): "RobertaModel", ("gpt2", "lm"): "GPT2LMHeadModel", ("gpt2", None): "GPT2Model",
+    ("roberta", None): "RobertaModel", ("bert", "tag"): "BertForTokenClassification",
+    ("roberta", "tag"): "RobertaForTokenClassification", ("bert", "span"): "BertForQuestionAnswering",
+    ("roberta", "span"): "RobertaForQuestionAnswering", ("gpt2", "lm"): "GPT2LMHeadModel", ("gpt2", None): "GPT2Model",
     ("llama", "lm"): "LlamaForCausalLM", ("llama", None): "LlamaModel", ("qwen2", "lm"): "Qwen2ForCausalLM",
     ("qwen2", None): "Qwen2Model",
 }
@@ -73,7 +75,7 @@ def hf_config(cfg: TransformerConfig, family: str, head: str | None, spec: dict[
                       tie_word_embeddings=bool(spec.get("tied", True)) if spec else False)
         if family == "llama":
             config.update(attention_bias=cfg.qkv_bias, mlp_bias=cfg.ffn_bias)
-    if head == "classify" and spec is not None:
+    if head in ("classify", "tag") and spec is not None:
         labels = list(spec["labels"])
         config.update(id2label=dict(enumerate(labels)), label2id={name: i for i, name in enumerate(labels)},
                       num_labels=len(labels))
@@ -85,7 +87,7 @@ def pick_head(model: Model, head: str | None) -> str | None:
         if head not in model.head_specs:
             raise ValueError(f"the model has no {head!r} head (heads: {sorted(model.head_specs) or 'none'})")
         return head
-    for name in ("classify", "mlm", "lm"):
+    for name in ("classify", "tag", "span", "mlm", "lm"):
         if name in model.head_specs:
             return name
     return None
@@ -104,6 +106,10 @@ def export_state(model: Model, family: str, head: str | None) -> dict:
             raise ValueError(f"transformers' {CLASSES[family, 'classify']} reads BERT's pooler; this classifier "
                              f"pools with {pooling!r}. Fine-tune with --pooling pooler to export it")
         state.update(reverse_rules(head_rules(family, "classify", base), ours, cfg))
+    elif head in ("tag", "span"):
+        if family not in ("bert", "roberta"):
+            raise ValueError(f"a {head} head exports only with an encoder (BERT, RoBERTa), not with {family}")
+        state.update(reverse_rules(head_rules(family, head, base), ours, cfg))
     elif head == "mlm":
         if family not in ("bert", "roberta"):
             raise ValueError(f"a masked-LM head exports only with an encoder, not with {family}")

@@ -78,6 +78,34 @@ class ClassificationHead(nn.Module):
         return self.proj(self.dropout(pooled))  # (B, C)
 
 
+class TokenClassificationHead(nn.Module):
+    """dropout → linear at every position: one label per token (named-entity tags)."""
+
+    def __init__(self, cfg: TransformerConfig, n_labels: int) -> None:
+        super().__init__()
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.proj = nn.Linear(cfg.d_model, n_labels)
+        nn.init.normal_(self.proj.weight, std=0.02)
+        nn.init.zeros_(self.proj.bias)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.proj(self.dropout(hidden))  # (B, T, D) -> (B, T, C)
+
+
+class SpanHead(nn.Module):
+    """Extractive question answering: a start and an end logit at every position."""
+
+    def __init__(self, cfg: TransformerConfig) -> None:
+        super().__init__()
+        self.proj = nn.Linear(cfg.d_model, 2)
+        nn.init.normal_(self.proj.weight, std=0.02)
+        nn.init.zeros_(self.proj.bias)
+
+    def forward(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        start, end = self.proj(hidden).unbind(-1)  # (B, T) each
+        return start, end
+
+
 class Model(nn.Module):
     """A backbone with named heads. ``head_specs`` maps a head name to what builds it, e.g.
     ``{"mlm": {"kind": "mlm"}, "classify": {"kind": "classify", "n_labels": 2}}``; it is stored in
@@ -96,9 +124,13 @@ class Model(nn.Module):
             return MaskedLMHead(self.cfg)
         if kind == "lm":
             return LMHead(self.cfg, bool(spec.get("tied", True)))
+        if kind == "tag":
+            return TokenClassificationHead(self.cfg, int(spec["n_labels"]))  # type: ignore[arg-type]
+        if kind == "span":
+            return SpanHead(self.cfg)
         if kind == "classify":
             return ClassificationHead(self.cfg, int(spec["n_labels"]), str(spec.get("pooling", "cls")))  # type: ignore[arg-type]
-        raise ValueError(f"unknown head kind {kind!r}; known: mlm, lm, classify")
+        raise ValueError(f"unknown head kind {kind!r}; known: mlm, lm, classify, tag, span")
 
     def add_head(self, name: str, spec: dict[str, object]) -> None:
         """Put a new head on the backbone (e.g. a classifier on a pretrained encoder)."""
