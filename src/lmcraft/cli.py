@@ -142,7 +142,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     summary = export_hf(args.model_dir, args.out_dir, head=args.head)
     print(f"wrote {summary['out']}: {summary['class']} ({summary['tensors']} tensors); load it with "
-          f"transformers' AutoModel... .from_pretrained({summary['out']!r})")
+          f"transformers.{summary['auto_class']}.from_pretrained({summary['out']!r})")
     return 0
 
 

@@ -32,6 +32,11 @@ CLASSES = {  # (family, head) -> transformers class; None: the bare model
     ("qwen2", None): "Qwen2Model",
 }
 
+AUTO_CLASSES = (("ForSequenceClassification", "AutoModelForSequenceClassification"),
+                ("ForTokenClassification", "AutoModelForTokenClassification"),
+                ("ForQuestionAnswering", "AutoModelForQuestionAnswering"), ("ForMaskedLM", "AutoModelForMaskedLM"),
+                ("ForCausalLM", "AutoModelForCausalLM"), ("LMHeadModel", "AutoModelForCausalLM"))
+
 
 def family_of(cfg: TransformerConfig) -> str:
     """The transformers family that can hold this architecture exactly, or an error saying why none can."""
@@ -145,5 +150,7 @@ def export_hf(model_dir: str | Path, out_dir: str | Path, *, head: str | None = 
         write_json(staging / "config.json", config)
         save_file(state, str(staging / "model.safetensors"), metadata={"format": "pt"})
         tokenizer_files(tokenizer, staging, model.cfg.max_tokens)
-    return {"out": str(out_dir), "family": family, "class": config["architectures"][0], "tensors": len(state),
+    auto = next((a for suffix, a in AUTO_CLASSES if config["architectures"][0].endswith(suffix)), "AutoModel")
+    return {"out": str(out_dir), "family": family, "class": config["architectures"][0], "auto_class": auto,
+            "tensors": len(state),
             "config": json.loads(json.dumps(config))}
