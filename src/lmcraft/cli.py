@@ -102,6 +102,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from lmcraft.model.io import load_model_dir
 
     model, tokenizer, _ = load_model_dir(args.model_dir)
+    if args.int8:
+        from lmcraft.model.quantize import int8_dynamic
+
+        model = int8_dynamic(model)
     task = classify_task(model)
     examples = read_examples(args.data, Fields(args.text_field, args.label_field, args.pair_field or None))
     check_labels(args.data, examples, task.labels, args.label_field)
@@ -120,6 +124,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if not args.texts and not args.file:
         raise ValueError("give texts to classify, or --file FILE")
     model, tokenizer, _ = load_model_dir(args.model_dir)
+    if args.int8:
+        from lmcraft.model.quantize import int8_dynamic
+
+        model = int8_dynamic(model)
     labels = classify_task(model).labels
     examples = [Example(text=t) for t in args.texts]
     if args.file:
@@ -233,6 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_field_arguments(p)
     p.add_argument("--predictions", default=None, help="write one JSON line per prediction to this file")
     p.add_argument("--json", default=None, help="write the metrics as JSON to this file")
+    p.add_argument("--int8", action="store_true", help="int8 dynamic quantization of the linear layers (CPU)")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("predict", help="classify texts with a saved model",
@@ -241,6 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("texts", nargs="*", help="texts to classify")
     p.add_argument("--file", default=None, help="a text file (one text a line) or a .jsonl/.csv/.tsv file")
     p.add_argument("--text-field", default="text", help="field holding the text in --file (default: text)")
+    p.add_argument("--int8", action="store_true", help="int8 dynamic quantization of the linear layers (CPU)")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("export", help="write a model directory in the Hugging Face layout",

@@ -27,7 +27,7 @@ def classify_task(model: Model) -> Classify:
     return Classify(list(spec["labels"]), pad_id=model.cfg.pad_id)  # type: ignore[arg-type]
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def predict_batches(
     model: Model, tokenizer: TextTokenizer, examples: Sequence[Example], *, batch_size: int = 128,
     progress: bool = True,

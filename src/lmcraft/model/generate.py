@@ -77,7 +77,7 @@ def choose(logits: torch.Tensor, seen: torch.Tensor, cfg: GenerationConfig, gene
     return torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(1)
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def generate_ids(
     model: Model, ids: torch.Tensor, padding_mask: torch.Tensor, cfg: GenerationConfig, *, eos_id: int | None,
     pad_id: int = 0,
@@ -153,7 +153,7 @@ def generate(
     return texts
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def beam_search(
     model: EncoderDecoder, source_ids: torch.Tensor, source_mask: torch.Tensor | None = None, *, bos_id: int,
     eos_id: int | None, num_beams: int = 4, max_new_tokens: int = 64, length_penalty: float = 1.0,
