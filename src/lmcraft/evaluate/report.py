@@ -11,7 +11,6 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from lmcraft.data.batching import epoch_batches
 from lmcraft.data.readers import Example
 from lmcraft.evaluate.metrics import confusion_summary, format_confusion
 from lmcraft.model.heads import Model
@@ -30,16 +29,30 @@ def classify_task(model: Model) -> Classify:
 @torch.inference_mode()
 def predict_batches(
     model: Model, tokenizer: TextTokenizer, examples: Sequence[Example], *, batch_size: int = 128,
-    progress: bool = True,
+    progress: bool = True, chunk_batches: int = 16,
 ) -> Iterator[tuple[list[int], torch.Tensor]]:
-    """Yields (indices, probabilities (b, C)) batch by batch, in the order of ``examples``; each batch is
-    tokenized when its turn comes."""
+    """Yields (indices, probabilities (n, C)) chunk by chunk, in the order of ``examples``.
+
+    A chunk of ``chunk_batches`` batches is tokenized in one parallel call, its examples sorted by length
+    so that each batch pads little, and its results put back in order: memory stays bounded by the chunk
+    while most of the padding disappears.
+    """
     task = classify_task(model)
     model.eval()
-    for idx in tqdm(epoch_batches(len(examples), batch_size, seed=0, epoch=0, shuffle=False), desc="predict",
-                    leave=False, disable=None if progress else True):
-        batch = task.collate(task.encode(tokenizer, [examples[i] for i in idx], model.cfg.max_tokens))
-        yield idx, task.logits(model, batch).float().softmax(-1)
+    chunk = batch_size * chunk_batches
+    bar = tqdm(total=len(examples), desc="predict", leave=False, disable=None if progress else True)
+    for start in range(0, len(examples), chunk):
+        idx = list(range(start, min(start + chunk, len(examples))))
+        items = task.encode(tokenizer, [examples[i] for i in idx], model.cfg.max_tokens)
+        order = sorted(range(len(items)), key=lambda j: len(items[j].ids))
+        probs = torch.empty(len(items), len(task.labels))
+        for first in range(0, len(order), batch_size):
+            rows = order[first : first + batch_size]
+            batch = task.collate([items[j] for j in rows])
+            probs[rows] = task.logits(model, batch).float().softmax(-1)
+        bar.update(len(idx))
+        yield idx, probs
+    bar.close()
 
 
 def evaluate_examples(

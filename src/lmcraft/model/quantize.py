@@ -4,6 +4,8 @@ and norms stay in fp32. ``lmcraft evaluate --int8`` reports the accuracy it cost
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import nn
 
@@ -11,4 +13,6 @@ from torch import nn
 def int8_dynamic(model: nn.Module) -> nn.Module:
     """A copy of ``model`` with int8 linear layers (for inference only)."""
     model.eval()
-    return torch.ao.quantization.quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8)
+    with warnings.catch_warnings():  # torch announces a move of this API to torchao; it works as it is
+        warnings.simplefilter("ignore")
+        return torch.ao.quantization.quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8)
