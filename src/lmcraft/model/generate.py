@@ -17,6 +17,7 @@ instead of one.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -77,6 +78,26 @@ def choose(logits: torch.Tensor, seen: torch.Tensor, cfg: GenerationConfig, gene
     return torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(1)
 
 
+# A decode step's matmuls are (B, D) × (D, 3D) and the like. Below about a megaflop each, splitting them
+# over several threads costs more than it saves (measured: d_model 256, batch 1 decodes 13% faster on one
+# thread of two; d_model 768 decodes faster on two), so small steps run on one thread.
+SINGLE_THREAD_STEP_FLOPS = 1e6
+
+
+@contextmanager
+def threads(n: int) -> Iterator[None]:
+    """Run the block with ``n`` intra-op threads, then restore the previous count."""
+    before = torch.get_num_threads()
+    if n == before:
+        yield
+        return
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 @torch.inference_mode()
 def generate_ids(
     model: Model, ids: torch.Tensor, padding_mask: torch.Tensor, cfg: GenerationConfig, *, eos_id: int | None,
@@ -101,6 +122,8 @@ def generate_ids(
     seen = ids.clone()
     finished = torch.zeros(batch, dtype=torch.bool)
     hidden = backbone(ids, mask, position_ids=positions, cache=cache)  # (B, T, D)
+    step_flops = 2 * batch * backbone.cfg.d_model * 3 * backbone.cfg.d_model
+    step_threads = 1 if cfg.use_cache and step_flops < SINGLE_THREAD_STEP_FLOPS else torch.get_num_threads()
     for _ in range(cfg.max_new_tokens):
         logits = head(hidden[:, -1], embedding)  # (B, V)
         token = choose(logits, seen, cfg, generator)
@@ -115,7 +138,8 @@ def generate_ids(
         step_positions = positions[:, -1:] + 1
         positions = torch.cat([positions, step_positions], dim=1)
         if cache is not None:
-            hidden = backbone(token[:, None], mask, position_ids=step_positions, cache=cache)
+            with threads(step_threads):
+                hidden = backbone(token[:, None], mask, position_ids=step_positions, cache=cache)
         else:
             hidden = backbone(seen, mask, position_ids=positions)
 
