@@ -44,7 +44,9 @@ def test_finetuned_minilm_exports_with_the_same_predictions(tmp_path: Path, sent
     assert main(["finetune", "--init", "all-minilm-l6-v2", "--data", str(tmp_path / "data"), "--out",
                  str(tmp_path / "ft"), "--max-steps", "4", "--eval-every", "2", "--batch-size", "16", "--max-len", "64",
                  "--lr", "1e-4", "--no-progress", "--no-tensorboard"]) == 0
+    assert load_model_dir(tmp_path / "ft" / "best")[0].input_tokens == 64, "inputs are cut where training cut them"
     assert main(["export", "--to", "hf", str(tmp_path / "ft" / "best"), str(tmp_path / "hf")]) == 0
+    assert json.loads((tmp_path / "hf" / "tokenizer_config.json").read_text())["model_max_length"] == 64
     capsys.readouterr()
     assert main(["predict", str(tmp_path / "ft" / "best"), *TEXTS]) == 0
     ours = [json.loads(line) for line in capsys.readouterr().out.splitlines()]

@@ -80,6 +80,7 @@ def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
         model = Model(arch, {})
         max_len = cfg.model.max_len
     pooling = cfg.pooling if cfg.pooling != "auto" else ("pooler" if pooler is not None else "cls")
+    model.input_tokens = max_len  # prediction later cuts inputs where training did
     task = Classify(labels, tokenizer.pad_id, metric=cfg.metric, pooling=pooling)
     model.add_head(task.head, task.head_spec())
     if pooling == "pooler" and pooler is not None:  # start from the checkpoint's pretrained pooler

@@ -43,7 +43,7 @@ def predict_batches(
     bar = tqdm(total=len(examples), desc="predict", leave=False, disable=None if progress else True)
     for start in range(0, len(examples), chunk):
         idx = list(range(start, min(start + chunk, len(examples))))
-        items = task.encode(tokenizer, [examples[i] for i in idx], model.cfg.max_tokens)
+        items = task.encode(tokenizer, [examples[i] for i in idx], model.input_tokens)
         order = sorted(range(len(items)), key=lambda j: len(items[j].ids))
         probs = torch.empty(len(items), len(task.labels))
         for first in range(0, len(order), batch_size):

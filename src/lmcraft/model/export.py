@@ -149,7 +149,7 @@ def export_hf(model_dir: str | Path, out_dir: str | Path, *, head: str | None = 
     with staged_dir(out_dir) as staging:
         write_json(staging / "config.json", config)
         save_file(state, str(staging / "model.safetensors"), metadata={"format": "pt"})
-        tokenizer_files(tokenizer, staging, model.cfg.max_tokens)
+        tokenizer_files(tokenizer, staging, model.input_tokens)
     auto = next((a for suffix, a in AUTO_CLASSES if config["architectures"][0].endswith(suffix)), "AutoModel")
     return {"out": str(out_dir), "family": family, "class": config["architectures"][0], "auto_class": auto,
             "tensors": len(state),

@@ -114,6 +114,7 @@ class Model(nn.Module):
     def __init__(self, cfg: TransformerConfig, head_specs: dict[str, dict[str, object]]) -> None:
         super().__init__()
         self.cfg = cfg
+        self.input_tokens = cfg.max_tokens  # where inputs are cut: the fine-tuning length once fine-tuned
         self.backbone = Transformer(cfg)
         self.head_specs = dict(head_specs)
         self.heads = nn.ModuleDict({name: self._build_head(spec) for name, spec in head_specs.items()})

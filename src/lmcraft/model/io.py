@@ -39,7 +39,7 @@ def save_model_dir(
     path = Path(path)
     with staged_dir(path) as staging:
         config = {"format": FORMAT, "lmcraft_version": __version__, "architecture": model.cfg.to_dict(),
-                  "heads": model.head_specs, **(extra or {})}
+                  "heads": model.head_specs, "input_tokens": model.input_tokens, **(extra or {})}
         write_json(staging / "config.json", config)
         tensors = {k: v.detach().contiguous().cpu() for k, v in state.items()} if state else state_for_saving(model)
         save_file(tensors, str(staging / "model.safetensors"), metadata={"format": "pt"})
@@ -78,6 +78,7 @@ def load_model_dir(path: str | Path, *, heads: bool = True) -> tuple[Model, Text
     if missing or unexpected:
         raise ValueError(f"{path}/model.safetensors does not match config.json: "
                          f"missing {missing[:5]}, unexpected {unexpected[:5]}")
+    model.input_tokens = int(config.get("input_tokens", cfg.max_tokens))
     model.eval()
     return model, TextTokenizer.load(path), config
 
