@@ -96,9 +96,8 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_evaluate(args: argparse.Namespace) -> int:
-    from lmcraft.data.readers import Fields, check_labels, read_examples
-    from lmcraft.evaluate.report import classify_task, evaluate_examples, format_report
+def _load_for_inference(args: argparse.Namespace) -> tuple:
+    """The model and tokenizer of ``args.model_dir``, int8-quantized when ``--int8`` is given."""
     from lmcraft.model.io import load_model_dir
 
     model, tokenizer, _ = load_model_dir(args.model_dir)
@@ -106,6 +105,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         from lmcraft.model.quantize import int8_dynamic
 
         model = int8_dynamic(model)
+    return model, tokenizer
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from lmcraft.data.readers import Fields, check_labels, read_examples
+    from lmcraft.evaluate.report import classify_task, evaluate_examples, format_report
+
+    model, tokenizer = _load_for_inference(args)
     task = classify_task(model)
     examples = read_examples(args.data, Fields(args.text_field, args.label_field, args.pair_field or None))
     check_labels(args.data, examples, task.labels, args.label_field)
@@ -119,15 +126,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     from lmcraft.data.readers import Example, Fields, read_examples
     from lmcraft.evaluate.report import classify_task, predict_batches
-    from lmcraft.model.io import load_model_dir
 
     if not args.texts and not args.file:
         raise ValueError("give texts to classify, or --file FILE")
-    model, tokenizer, _ = load_model_dir(args.model_dir)
-    if args.int8:
-        from lmcraft.model.quantize import int8_dynamic
-
-        model = int8_dynamic(model)
+    model, tokenizer = _load_for_inference(args)
     labels = classify_task(model).labels
     examples = [Example(text=t) for t in args.texts]
     if args.file:
@@ -255,13 +257,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export", help="write a model directory in the Hugging Face layout",
                        description="Write MODEL_DIR so that transformers loads it with the matching AutoModelFor... "
-                                   "class: BERT or RoBERTa (masked LM, sequence classification), GPT-2, Llama or "
-                                   "Qwen2 (causal LM), label maps and tokenizer included.")
+                                   "class: BERT or RoBERTa (masked LM, sequence or token classification, question "
+                                   "answering), GPT-2, Llama or Qwen2 (causal LM), label maps and tokenizer included.")
     p.add_argument("model_dir", help="an lmcraft model directory (or a Hugging Face one)")
     p.add_argument("out_dir", help="directory to write (replaced atomically if it exists)")
     p.add_argument("--to", choices=["hf"], default="hf", help="target layout (default: hf)")
-    p.add_argument("--head", default=None, help="which head to export when the model has several (default: "
-                                                "classify, then mlm, then lm)")
+    p.add_argument("--head", default=None, help="which head to export when the model has several (default: the "
+                                                "first of classify, tag, span, mlm, lm)")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("generate", help="continue a prompt with a decoder, streaming the text",

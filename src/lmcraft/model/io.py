@@ -25,9 +25,9 @@ from lmcraft.tokenizer import TextTokenizer
 FORMAT = "lmcraft-model/1"
 
 
-def state_for_saving(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """The model's tensors, detached, contiguous and on the CPU, as safetensors wants them."""
-    return {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+def tensors_for_saving(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A state dict's tensors, detached, contiguous and on the CPU, as safetensors wants them."""
+    return {k: v.detach().contiguous().cpu() for k, v in state.items()}
 
 
 def save_model_dir(
@@ -41,8 +41,8 @@ def save_model_dir(
         config = {"format": FORMAT, "lmcraft_version": __version__, "architecture": model.cfg.to_dict(),
                   "heads": model.head_specs, "input_tokens": model.input_tokens, **(extra or {})}
         write_json(staging / "config.json", config)
-        tensors = {k: v.detach().contiguous().cpu() for k, v in state.items()} if state else state_for_saving(model)
-        save_file(tensors, str(staging / "model.safetensors"), metadata={"format": "pt"})
+        save_file(tensors_for_saving(state or model.state_dict()), str(staging / "model.safetensors"),
+                  metadata={"format": "pt"})
         tokenizer.save(staging)
         if (path / "run_card.json").exists():  # keep the card of an earlier stage until it is rewritten
             shutil.copy2(path / "run_card.json", staging / "run_card.json")

@@ -26,6 +26,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from lmcraft.fsutil import staged_dir, write_json
+from lmcraft.model.io import tensors_for_saving
 
 PATTERN = re.compile(r"^step-(\d{8})$")
 FILES = ("model.safetensors", "trainer.pt", "state.json")
@@ -59,7 +60,7 @@ def save_checkpoint(
     """Write one checkpoint atomically, then delete the old ones beyond the newest ``keep`` (and the best)."""
     path = checkpoint_dir(run_dir, step)
     with staged_dir(path, durable=True) as staging:
-        save_file({k: v.detach().contiguous().cpu() for k, v in model.items()}, str(staging / "model.safetensors"))
+        save_file(tensors_for_saving(model), str(staging / "model.safetensors"))
         torch.save(trainer, staging / "trainer.pt")
         write_json(staging / "state.json", {"step": step, **state})
     visible = list_checkpoints(run_dir)
