@@ -92,6 +92,25 @@ class TokenClassificationHead(nn.Module):
         return self.proj(self.dropout(hidden))  # (B, T, D) -> (B, T, C)
 
 
+class RelationHead(nn.Module):
+    """Relation classification over a marked entity pair: the states at the two entities' start markers,
+    concatenated, then dropout and a linear layer (the "entity start" representation of Baldini Soares et
+    al. 2019 and Zhou & Chen 2021)."""
+
+    def __init__(self, cfg: TransformerConfig, n_labels: int) -> None:
+        super().__init__()
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.proj = nn.Linear(2 * cfg.d_model, n_labels)
+        nn.init.normal_(self.proj.weight, std=0.02)
+        nn.init.zeros_(self.proj.bias)
+
+    def forward(self, hidden: torch.Tensor, marker_positions: torch.Tensor) -> torch.Tensor:
+        # hidden (B, T, D); marker_positions (B, 2): index of the first and of the second entity's start marker
+        rows = torch.arange(hidden.shape[0], device=hidden.device)[:, None]  # (B, 1)
+        pair = hidden[rows, marker_positions].flatten(1)  # (B, 2D)
+        return self.proj(self.dropout(pair))  # (B, C)
+
+
 class SpanHead(nn.Module):
     """Extractive question answering: a start and an end logit at every position."""
 
@@ -129,9 +148,11 @@ class Model(nn.Module):
             return TokenClassificationHead(self.cfg, int(spec["n_labels"]))  # type: ignore[arg-type]
         if kind == "span":
             return SpanHead(self.cfg)
+        if kind == "relate":
+            return RelationHead(self.cfg, int(spec["n_labels"]))  # type: ignore[arg-type]
         if kind == "classify":
             return ClassificationHead(self.cfg, int(spec["n_labels"]), str(spec.get("pooling", "cls")))  # type: ignore[arg-type]
-        raise ValueError(f"unknown head kind {kind!r}; known: mlm, lm, classify, tag, span")
+        raise ValueError(f"unknown head kind {kind!r}; known: mlm, lm, classify, tag, span, relate")
 
     def add_head(self, name: str, spec: dict[str, object]) -> None:
         """Put a new head on the backbone (e.g. a classifier on a pretrained encoder)."""
