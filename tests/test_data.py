@@ -13,6 +13,8 @@ from lmcraft.data.errors import DataError
 from lmcraft.data.readers import Fields, check_labels, read_examples
 from lmcraft.data.split import split_of
 from lmcraft.finetune import load_splits
+from lmcraft.tasks.kinds import task_kind
+from lmcraft.tokenizer import TextTokenizer
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -102,14 +104,15 @@ def test_empty_file_is_an_error(tmp_path: Path) -> None:
         read_examples(f)
 
 
-def test_unseen_label_in_dev_or_test(tmp_path: Path) -> None:
+def test_unseen_label_in_dev_or_test(tmp_path: Path, zh_tokenizer: TextTokenizer) -> None:
     rows = {"train": [("好", "pos"), ("坏", "neg")], "dev": [("行", "pos")], "test": [("一般", "neutral")]}
     for split, pairs in rows.items():
         (tmp_path / f"{split}.jsonl").write_text(
             "".join(json.dumps({"text": t, "label": y}, ensure_ascii=False) + "\n" for t, y in pairs),
             encoding="utf-8")
+    cfg = FinetuneConfig(data=str(tmp_path))
     with pytest.raises(DataError, match=r"test\.jsonl:1: field 'label': label 'neutral' never occurs"):
-        load_splits(FinetuneConfig(data=str(tmp_path)))
+        task_kind("classify").build(*load_splits(cfg), cfg, zh_tokenizer)
     examples = read_examples(tmp_path / "dev.jsonl")
     check_labels(tmp_path / "dev.jsonl", examples, ["neg", "pos"], "label")  # known labels pass
 
@@ -119,5 +122,5 @@ def test_unknown_format_and_missing_split(tmp_path: Path) -> None:
     f.write_text("<x/>")
     with pytest.raises(DataError, match=r"unknown file type '\.xml'"):
         read_examples(f)
-    with pytest.raises(DataError, match="no train file"):
+    with pytest.raises(DataError, match=r"no train file \(looked for train\.jsonl"):
         load_splits(FinetuneConfig(data=str(tmp_path)))

@@ -105,7 +105,7 @@ class PretrainConfig:
 
 @dataclass
 class FinetuneConfig:
-    data: str = opt("", "directory with train / dev / test files (.jsonl, .csv or .tsv)")
+    data: str = opt("", "directory with train / dev / test files (.jsonl, .csv or .tsv; for tag also .conll)")
     out: str = opt("runs/finetune", "run directory; the best model is written to OUT/best")
     init: str = opt("", "model directory to start from (lmcraft's, a Hugging Face one, or all-minilm-l6-v2); "
                         "empty trains from random initialisation")
@@ -115,8 +115,15 @@ class FinetuneConfig:
     text_field: str = opt("text", "field (JSONL key or CSV/TSV column) holding the text")
     pair_field: str = opt("", "field holding the second text of a pair; empty for single texts")
     label_field: str = opt("label", "field holding the label")
-    metric: str = opt("accuracy", "dev metric that selects the best checkpoint: accuracy or macro_f1")
+    max_train_examples: int = opt(0, "train on the first N training examples only (0: all); for quick tries")
+    task: str = opt("classify", "what to learn: classify (texts or pairs), tag (named entities), relate "
+                                "(relation between two marked entities) or qa (extractive question answering)")
+    metric: str = opt("", "dev metric that selects the best checkpoint; empty: the task's own (classify: accuracy "
+                          "or macro_f1; tag: f1)")
     pooling: str = opt("auto", POOLING_HELP)
+    scheme: str = opt("BIO", "tag: the tag scheme, BIO or BIOES")
+    crf: bool = opt(False, "tag: decode with a CRF layer (Viterbi) instead of each word's own best tag")
+    label_all: bool = opt(False, "tag: put the loss on every sub-token of a word, not only the first (BIO)")
     model: ModelOptions = field(default_factory=ModelOptions)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(lr=1e-4, epochs=3.0))
 

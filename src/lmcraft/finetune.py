@@ -1,9 +1,10 @@
-"""The fine-tuning stage for classification: labelled files → best checkpoint on dev → test report."""
+"""The fine-tuning stage, for every task: labelled files → best checkpoint on dev → test report."""
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,7 @@ import torch
 
 from lmcraft.config import FinetuneConfig, to_dict
 from lmcraft.data.errors import DataError
-from lmcraft.data.readers import FORMATS, Example, Fields, check_labels, read_examples
+from lmcraft.data.readers import FORMATS, write_jsonl
 from lmcraft.evaluate.report import evaluate_examples
 from lmcraft.model.builtin import resolve_model_dir
 from lmcraft.model.convert import pretrained_pooler
@@ -20,43 +21,58 @@ from lmcraft.model.io import count_parameters, load_model_dir, save_model_dir
 from lmcraft.model.transformer import TransformerConfig
 from lmcraft.runcard import write_run_card
 from lmcraft.tasks.classify import Classify
+from lmcraft.tasks.kinds import task_kind
 from lmcraft.tokenizer import TextTokenizer
-from lmcraft.train.loop import train
+from lmcraft.train.distributed import Distributed, TaskModule
+from lmcraft.train.loop import evaluate, train
 
 
-def find_split(directory: Path, split: str, *, required: bool) -> Path | None:
-    """``directory/split.{jsonl,json,csv,tsv}``; exactly one must exist when ``required``."""
-    found = [directory / f"{split}{ext}" for ext in FORMATS if (directory / f"{split}{ext}").exists()]
+def find_split(directory: Path, split: str, *, required: bool,
+               extensions: Sequence[str] = tuple(FORMATS)) -> Path | None:
+    """``directory/split.EXT`` for one of ``extensions``; exactly one must exist when ``required``."""
+    found = [directory / f"{split}{ext}" for ext in extensions if (directory / f"{split}{ext}").exists()]
     if len(found) > 1:
         raise DataError(directory, f"several {split} files: {', '.join(p.name for p in found)}; keep one")
     if not found and required:
-        raise DataError(directory, f"no {split} file ({split}.jsonl, {split}.csv or {split}.tsv)")
+        names = ", ".join(f"{split}{ext}" for ext in extensions)
+        raise DataError(directory, f"no {split} file (looked for {names})")
     return found[0] if found else None
 
 
-def load_splits(cfg: FinetuneConfig) -> tuple[dict[str, list[Example]], dict[str, Path], list[str]]:
-    """Read train / dev (/ test) and check that dev and test use only labels that training saw."""
+def load_splits(cfg: FinetuneConfig) -> tuple[dict[str, list[Any]], dict[str, Path]]:
+    """Read train / dev (/ test) with the reader of ``cfg.task``."""
     if not cfg.data:
         raise ValueError("fine-tuning needs labelled data: give --data DIR with train and dev files")
+    kind = task_kind(cfg.task)
     directory = Path(cfg.data)
-    fields = Fields(text=cfg.text_field, label=cfg.label_field, pair=cfg.pair_field or None)
-    paths = {s: find_split(directory, s, required=s != "test") for s in ("train", "dev", "test")}
+    paths = {s: find_split(directory, s, required=s != "test", extensions=kind.extensions)
+             for s in ("train", "dev", "test")}
     files = {s: p for s, p in paths.items() if p is not None}
-    examples = {s: read_examples(p, fields) for s, p in files.items()}
-    labels = sorted({ex.label for ex in examples["train"]})  # type: ignore[type-var]
-    if len(labels) < 2:
-        raise DataError(files["train"], f"training data has {len(labels)} distinct label(s); need at least 2",
-                        field=cfg.label_field)
-    for split in ("dev", "test"):
-        if split in examples:
-            check_labels(files[split], examples[split], labels, cfg.label_field)
-    return examples, files, labels
+    return {s: kind.read(p, cfg) for s, p in files.items()}, files
+
+
+def evaluate_test(model: Model, tokenizer: TextTokenizer, task: Any, examples: Sequence[Any], *,
+                  predictions: Path, max_len: int, cfg: FinetuneConfig) -> dict[str, Any]:
+    """The best checkpoint's metrics on test, with every prediction written to ``predictions``."""
+    if isinstance(task, Classify):  # the full report: per-class precision / recall and the confusion matrix
+        return evaluate_examples(model, tokenizer, examples, predictions=predictions, progress=cfg.train.progress)
+    items = task.encode(tokenizer, examples, max_len)
+    metrics = evaluate(TaskModule(model, task), task, items, cfg.train, Distributed(), desc="test")
+    records = [{"text": ex.text, "gold": [{"start": s, "end": e, "label": t} for s, e, t in ex.entities],
+                "predicted": entities}
+               for ex, entities in zip(examples, task.predict(model, tokenizer, [ex.text for ex in examples],
+                                                             max_len), strict=True)]
+    write_jsonl(predictions, records)
+    return {**metrics, "n": len(examples)}
 
 
 def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
-    """Fine-tune (or train from scratch) a classifier; evaluate the best checkpoint on test."""
+    """Fine-tune (or train from scratch) a model for ``cfg.task``; evaluate the best checkpoint on test."""
     start = time.perf_counter()
-    examples, files, labels = load_splits(cfg)
+    kind = task_kind(cfg.task)
+    examples, files = load_splits(cfg)
+    if cfg.max_train_examples > 0:
+        examples["train"] = examples["train"][: cfg.max_train_examples]
     parent_card = None
     torch.manual_seed(cfg.train.seed)
     pooler = None
@@ -79,17 +95,19 @@ def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
         )
         model = Model(arch, {})
         max_len = cfg.model.max_len
-    pooling = cfg.pooling if cfg.pooling != "auto" else ("pooler" if pooler is not None else "cls")
     model.input_tokens = max_len  # prediction later cuts inputs where training did
-    task = Classify(labels, tokenizer.pad_id, metric=cfg.metric, pooling=pooling)
+    task = kind.build(examples, files, cfg, tokenizer)
+    if isinstance(task, Classify):
+        task.pooling = cfg.pooling if cfg.pooling != "auto" else ("pooler" if pooler is not None else "cls")
     model.add_head(task.head, task.head_spec())
-    if pooling == "pooler" and pooler is not None:  # start from the checkpoint's pretrained pooler
-        model.heads[task.head].pooler.load_state_dict(pooler)
+    if isinstance(task, Classify) and task.pooling == "pooler" and pooler is not None:
+        model.heads[task.head].pooler.load_state_dict(pooler)  # start from the checkpoint's pretrained pooler
     train_items = task.encode(tokenizer, examples["train"], max_len)
     dev_items = task.encode(tokenizer, examples["dev"], max_len)
     prepare_s = time.perf_counter() - start
     start = "from " + cfg.init if cfg.init and not cfg.random_init else "from scratch"
-    print(f"finetune: {len(train_items):,} train / {len(dev_items):,} dev examples, labels {labels}; "
+    labels = getattr(task, "labels", [])
+    print(f"finetune ({cfg.task}): {len(train_items):,} train / {len(dev_items):,} dev items, labels {labels}; "
           f"{start}, {count_parameters(model) / 1e6:.1f}M parameters")
 
     out = Path(cfg.out)
@@ -102,14 +120,14 @@ def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     summary: dict[str, Any] = {
         "stage": "finetune", "model_dir": str(out / "best"), "steps": result.steps, "best_step": result.best_step,
         "stopped_early": result.stopped_early,
-        "dev": {k: result.best_metrics[k] for k in ("accuracy", "macro_f1", "loss")},
+        "dev": {k: v for k, v in result.best_metrics.items() if k not in ("step", "split", "best", "elapsed_s")},
         "wall_time_s": {"prepare": prepare_s, "train": result.seconds},
     }
     if "test" in examples:
         t0 = time.perf_counter()
         best, best_tokenizer, _ = load_model_dir(out / "best")  # test on the best checkpoint, not the last
-        summary["test"] = evaluate_examples(best, best_tokenizer, examples["test"],
-                                            predictions=out / "test_predictions.jsonl", progress=cfg.train.progress)
+        summary["test"] = evaluate_test(best, best_tokenizer, task, examples["test"], cfg=cfg, max_len=max_len,
+                                        predictions=out / "test_predictions.jsonl")
         summary["wall_time_s"]["test"] = time.perf_counter() - t0
     write_run_card(out / "best", stage="finetune", config=to_dict(cfg), data=list(files.values()),
                    seed=cfg.train.seed, wall_time_s=summary["wall_time_s"],

@@ -28,6 +28,7 @@ from lmcraft.config import (
 from lmcraft.data.builtin import BUILTINS, prepare
 from lmcraft.data.readers import read_corpus
 from lmcraft.evaluate.baseline import tfidf_baseline
+from lmcraft.evaluate.ner_baseline import crf_baseline
 from lmcraft.finetune import load_splits, run_finetune
 from lmcraft.pretrain import run_pretrain
 from lmcraft.tokenizer import TextTokenizer, train_tokenizer
@@ -58,10 +59,14 @@ class Recipe:
     model: ModelOptions = field(default_factory=ModelOptions)
     pretrain: TrainConfig = field(default_factory=lambda: TrainConfig(lr=1e-3, max_steps=1000))
     finetune: TrainConfig = field(default_factory=lambda: TrainConfig(lr=1e-4, epochs=3.0))
+    task: str = opt("classify", "what the labelled data teaches: classify or tag (named entities)")
     pooling: str = opt("auto", POOLING_HELP)
+    compare_crf: bool = opt(False, "tag: also fine-tune the pretrained encoder with a CRF layer")
+    max_train_examples: int = opt(0, "fine-tune on the first N training examples only (0: all)")
     scratch_lr: float = opt(0.0, "learning rate of the from-scratch comparison; 0 uses finetune.lr")
     compare_scratch: bool = opt(True, "also fine-tune the same architecture from random initialisation")
-    baseline: bool = opt(True, "also fit the TF-IDF + logistic regression baseline")
+    baseline: bool = opt(True, "also fit the classic baseline: TF-IDF + logistic regression (classify), a CRF over "
+                               "character features (tag)")
     progress: bool = opt(True, "show progress bars")
 
 
@@ -95,6 +100,8 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
         recipe = from_dict(Recipe, tree)
     except (ValueError, TypeError) as e:
         raise ValueError(f"{path}: {e}") from None
+    if recipe.task not in ("classify", "tag"):
+        raise ValueError(f"{path}: task must be classify or tag, not {recipe.task!r}")
     for section in (recipe.pretrain, recipe.finetune):
         section.progress = recipe.progress
     return recipe
@@ -135,8 +142,11 @@ def run_recipe(recipe: Recipe) -> dict[str, Any]:
     corpus = _corpus_files(recipe, data_dir)
     finetune_base = FinetuneConfig(data=str(labelled_dir), text_field=recipe.data.text_field,
                                    label_field=recipe.data.label_field, pooling=recipe.pooling, model=recipe.model,
-                                   train=recipe.finetune)
-    examples, _, _ = load_splits(finetune_base)
+                                   train=recipe.finetune, task=recipe.task,
+                                   max_train_examples=recipe.max_train_examples)
+    examples, _ = load_splits(finetune_base)
+    if recipe.max_train_examples > 0:
+        examples["train"] = examples["train"][: recipe.max_train_examples]
     if recipe.data.pretrain_on_train_text:
         train_text = data_dir / "train_text.txt"
         train_text.write_text("".join(ex.text.replace("\n", " ") + "\n" for ex in examples["train"]),
@@ -161,6 +171,12 @@ def run_recipe(recipe: Recipe) -> dict[str, Any]:
                                                out=str(out / "finetune")))
     done("finetune")
 
+    if recipe.compare_crf:
+        stage("finetune_crf")
+        results["finetune_crf"] = run_finetune(replace(finetune_base, init=str(out / "pretrain" / "best"),
+                                                       out=str(out / "finetune-crf"), crf=True))
+        done("finetune_crf")
+
     if recipe.compare_scratch:
         stage("scratch")
         scratch_train = replace(recipe.finetune, lr=recipe.scratch_lr or recipe.finetune.lr)
@@ -170,7 +186,10 @@ def run_recipe(recipe: Recipe) -> dict[str, Any]:
 
     if recipe.baseline:
         stage("baseline")
-        results["baseline"] = tfidf_baseline(examples["train"], examples["dev"], examples["test"])
+        if recipe.task == "tag":
+            results["baseline"] = crf_baseline(examples["train"], examples["test"])
+        else:
+            results["baseline"] = tfidf_baseline(examples["train"], examples["dev"], examples["test"])
         done("baseline")
 
     summary = {"recipe": to_dict(recipe), "results": results, "wall_time_s": {k: round(v, 1) for k, v in times.items()},
@@ -182,17 +201,27 @@ def run_recipe(recipe: Recipe) -> dict[str, Any]:
     return summary
 
 
+METRIC_COLUMNS = {"classify": (("accuracy", "test accuracy"), ("macro_f1", "test macro-F1")),
+                  "tag": (("precision", "entity precision"), ("recall", "entity recall"), ("f1", "entity F1"))}
+
+
 def format_table(recipe: Recipe, summary: dict[str, Any]) -> str:
     results, times = summary["results"], summary["wall_time_s"]
+    baseline = "CRF over character features" if recipe.task == "tag" else "TF-IDF + logistic regression"
     rows = [("pretrained + fine-tuned", results.get("finetune", {}).get("test"),
              times.get("pretrain", 0) + times.get("finetune", 0)),
+            ("pretrained + fine-tuned, CRF", results.get("finetune_crf", {}).get("test"),
+             times.get("pretrain", 0) + times.get("finetune_crf", 0)),
             ("from scratch, same budget", results.get("scratch", {}).get("test"), times.get("scratch")),
-            ("TF-IDF + logistic regression", results.get("baseline", {}).get("test"), times.get("baseline"))]
+            (baseline, results.get("baseline", {}).get("test"), times.get("baseline"))]
+    columns = METRIC_COLUMNS[recipe.task]
     lines = [f"# {recipe.name}: test results", "",
-             "| model | test accuracy | test macro-F1 | wall time (s) |", "|---|---:|---:|---:|"]
+             "| model | " + " | ".join(title for _, title in columns) + " | wall time (s) |",
+             "|---|" + "---:|" * (len(columns) + 1)]
     for name, metrics, seconds in rows:
         if metrics is not None:
-            lines.append(f"| {name} | {metrics['accuracy']:.4f} | {metrics['macro_f1']:.4f} | {seconds:.0f} |")
+            values = " | ".join(f"{metrics[key]:.4f}" for key, _ in columns)
+            lines.append(f"| {name} | {values} | {seconds:.0f} |")
     lines += ["", "| stage | wall time (s) |", "|---|---:|"]
     lines += [f"| {name} | {seconds:.1f} |" for name, seconds in times.items()]
     lines += ["", f"Saved model: {summary['model_dir']}"]

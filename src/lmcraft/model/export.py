@@ -112,6 +112,9 @@ def export_state(model: Model, family: str, head: str | None) -> dict:
                              f"pools with {pooling!r}. Fine-tune with --pooling pooler to export it")
         state.update(reverse_rules(head_rules(family, "classify", base), ours, cfg))
     elif head in ("tag", "span"):
+        if spec is not None and spec.get("crf"):
+            raise ValueError("transformers' token classifiers have no CRF layer; this tagger decodes with one. "
+                             "Fine-tune without --crf to export it, or keep it as an lmcraft model directory")
         if family not in ("bert", "roberta"):
             raise ValueError(f"a {head} head exports only with an encoder (BERT, RoBERTa), not with {family}")
         state.update(reverse_rules(head_rules(family, head, base), ours, cfg))

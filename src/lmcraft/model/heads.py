@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from lmcraft.model.crf import CRF
 from lmcraft.model.transformer import Transformer, TransformerConfig
 
 
@@ -79,14 +80,16 @@ class ClassificationHead(nn.Module):
 
 
 class TokenClassificationHead(nn.Module):
-    """dropout → linear at every position: one label per token (named-entity tags)."""
+    """dropout → linear at every position: one label per token (named-entity tags). With ``crf`` the head
+    also holds a CRF's transition scores, which the tagging task uses for its loss and decoding."""
 
-    def __init__(self, cfg: TransformerConfig, n_labels: int) -> None:
+    def __init__(self, cfg: TransformerConfig, n_labels: int, crf: bool = False) -> None:
         super().__init__()
         self.dropout = nn.Dropout(cfg.dropout)
         self.proj = nn.Linear(cfg.d_model, n_labels)
         nn.init.normal_(self.proj.weight, std=0.02)
         nn.init.zeros_(self.proj.bias)
+        self.crf = CRF(n_labels) if crf else None
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.proj(self.dropout(hidden))  # (B, T, D) -> (B, T, C)
@@ -145,7 +148,7 @@ class Model(nn.Module):
         if kind == "lm":
             return LMHead(self.cfg, bool(spec.get("tied", True)))
         if kind == "tag":
-            return TokenClassificationHead(self.cfg, int(spec["n_labels"]))  # type: ignore[arg-type]
+            return TokenClassificationHead(self.cfg, int(spec["n_labels"]), bool(spec.get("crf", False)))  # type: ignore[arg-type]
         if kind == "span":
             return SpanHead(self.cfg)
         if kind == "relate":

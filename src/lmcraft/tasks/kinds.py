@@ -1,0 +1,107 @@
+"""What ``lmcraft finetune --task NAME`` needs of each task beyond the shared shape: which files it reads,
+how it builds the task from the training split (labels, tag sets), and how a saved model's head spec
+rebuilds it for evaluation and prediction."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lmcraft.config import FinetuneConfig
+from lmcraft.data.errors import DataError
+from lmcraft.data.readers import Fields, check_labels, read_examples
+from lmcraft.tokenizer import TextTokenizer
+
+Examples = dict[str, list[Any]]  # split -> examples
+
+
+@dataclass(frozen=True)
+class TaskKind:
+    name: str
+    description: str
+    extensions: tuple[str, ...]  # file types of the split files, in order of preference
+    read: Callable[[Path, FinetuneConfig], list[Any]]
+    build: Callable[[Examples, dict[str, Path], FinetuneConfig, TextTokenizer], Any]  # also checks dev/test
+    from_spec: Callable[[dict[str, Any], int], Any]  # (head spec, pad id) -> task
+
+
+# -- classification ----------------------------------------------------------------------------------------
+
+def _read_classify(path: Path, cfg: FinetuneConfig) -> list[Any]:
+    return read_examples(path, Fields(text=cfg.text_field, label=cfg.label_field, pair=cfg.pair_field or None))
+
+
+def _build_classify(examples: Examples, files: dict[str, Path], cfg: FinetuneConfig, tokenizer: TextTokenizer) -> Any:
+    from lmcraft.tasks.classify import Classify
+
+    labels = sorted({ex.label for ex in examples["train"]})
+    if len(labels) < 2:
+        raise DataError(files["train"], f"training data has {len(labels)} distinct label(s); need at least 2",
+                        field=cfg.label_field)
+    for split in ("dev", "test"):
+        if split in examples:
+            check_labels(files[split], examples[split], labels, cfg.label_field)
+    return Classify(labels, tokenizer.pad_id, metric=cfg.metric or "accuracy")
+
+
+def _classify_from_spec(spec: dict[str, Any], pad_id: int) -> Any:
+    from lmcraft.tasks.classify import Classify
+
+    return Classify(list(spec["labels"]), pad_id, pooling=str(spec.get("pooling", "cls")))
+
+
+# -- tagging (NER) -----------------------------------------------------------------------------------------
+
+def _read_tag(path: Path, cfg: FinetuneConfig) -> list[Any]:
+    from lmcraft.data.ner import read_tagged
+
+    return read_tagged(path)
+
+
+def _build_tag(examples: Examples, files: dict[str, Path], cfg: FinetuneConfig, tokenizer: TextTokenizer) -> Any:
+    from lmcraft.tasks.tag import Tag
+
+    if cfg.metric not in ("", "f1"):
+        raise ValueError(f"tagging selects on entity-level 'f1', not {cfg.metric!r}")
+    task = Tag.for_examples(examples["train"], tokenizer.pad_id, scheme=cfg.scheme, crf=cfg.crf,
+                            label_all=cfg.label_all)
+    if not task.types:
+        raise DataError(files["train"], "the training data holds no entities", field="entities")
+    for split in ("dev", "test"):
+        for ex in examples.get(split, []):
+            unseen = sorted({label for *_, label in ex.entities} - set(task.types))
+            if unseen:
+                raise DataError(files[split], f"entity type(s) {unseen} never occur in the training data (known: "
+                                              f"{task.types})", line=ex.line, field="entities")
+    return task
+
+
+def _tag_from_spec(spec: dict[str, Any], pad_id: int) -> Any:
+    from lmcraft.tasks.tag import Tag
+
+    return Tag.from_spec(spec, pad_id)
+
+
+TASK_KINDS: dict[str, TaskKind] = {
+    k.name: k
+    for k in (
+        TaskKind("classify", "sequence classification of single texts or pairs", (".jsonl", ".json", ".csv", ".tsv"),
+                 _read_classify, _build_classify, _classify_from_spec),
+        TaskKind("tag", "named-entity recognition / token classification", (".jsonl", ".json", ".conll", ".bio",
+                                                                            ".txt"),
+                 _read_tag, _build_tag, _tag_from_spec),
+    )
+}
+
+
+def task_kind(name: str) -> TaskKind:
+    if name not in TASK_KINDS:
+        raise ValueError(f"unknown task {name!r}; choose one of {', '.join(TASK_KINDS)}")
+    return TASK_KINDS[name]
+
+
+def head_kind_task(head_kind: str) -> str:
+    """The task that trains a head of this kind (config.json stores head kinds)."""
+    return {"classify": "classify", "tag": "tag", "relate": "relate", "span": "qa"}.get(head_kind, head_kind)
