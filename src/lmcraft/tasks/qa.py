@@ -1,0 +1,370 @@
+"""Extractive question answering (SQuAD v1.1 / v2.0, CMRC 2018): a start and an end logit at every token.
+
+Windows. A question and its context are encoded as a pair, "[CLS] question [SEP] context [SEP]", by the
+tokenizer's own pair template (so the segment ids are the template's). A context longer than the window is
+cut into overlapping windows that each repeat the question; neighbours share ``doc_stride`` context tokens,
+so that an answer near a cut lies whole in one of them (BERT's SQuAD recipe, Devlin et al. 2019). Every
+token keeps its character span in the *original* context: the tokenizers library maps offsets back through
+its normalizers, so after NFKC has turned "１９９７" into "1997" the spans still cover the full-width digits.
+Byte-level BPE spans include the space before a word ("Ġis" is " is"), split a multi-byte character into
+tokens that share its span, and have whitespace-only tokens; spans are therefore trimmed of whitespace, and
+a whitespace-only token is never the first or last token of an answer.
+
+Targets: the first and last token of the answer in a window that holds it whole; otherwise 0, the [CLS]
+position, meaning "no answer in this window" (the SQuAD 2.0 convention). The loss is (cross-entropy of the
+start + cross-entropy of the end) / 2 per window, over [CLS] and the context tokens only.
+
+Decoding: in a window, a span (i, j) of context tokens with i <= j < i + max_answer_tokens scores
+start[i] + end[j], and "no answer" scores start[0] + end[0]. All such spans are scored (B × T ×
+max_answer_tokens sums, cheap), so the best one is found exactly rather than from the top-n starts × top-n
+ends. A question takes the best span over its windows, and no answer (v2) when that window's null score
+beats it. The answer is the context's own text between the span's character offsets.
+
+Windows → examples: ``encode`` registers the examples and windows on the task, and each batch carries every
+window's registry index as ``feature_index``, so that the metrics can collect the windows of a question
+from any batch, in any order. Under torchrun every process encodes the same data in the same order (as
+fine-tuning does), so the registries agree, and each process's per-window results are summed into one table.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tokenizers import Tokenizer
+
+from lmcraft.data.batching import pad
+from lmcraft.data.squad import QAExample
+from lmcraft.evaluate.qa_metrics import score_answers
+from lmcraft.model.heads import Model
+from lmcraft.tokenizer import TextTokenizer
+
+METRICS = ("f1", "exact_match")
+
+
+@dataclass
+class Window:
+    """One window of one question: the model's input, the training targets, the way back to characters."""
+
+    ids: list[int]
+    segment_ids: list[int]
+    spans: np.ndarray  # (T, 2) int32: each token's characters [start, end) in the context; -1 off the context
+    start: int  # first answer token; 0 ([CLS]) when the window does not hold the answer
+    end: int  # last answer token; 0 likewise
+    example: int  # the example's index: in the task's registry after encode, in the given list in predict
+    index: int = -1  # this window's index in the task's registry; -1 when not registered
+
+
+# --- windows ----------------------------------------------------------------------------------------------
+
+
+def _fit_question(tok: Tokenizer, question: str, limit: int) -> tuple[str, int]:
+    """The question cut to at most ``limit`` tokens (at a token boundary), and its length in tokens."""
+    full = tok.encode(question, add_special_tokens=False)
+    text, n, keep = question, len(full.ids), limit
+    while n > limit and keep >= 1:  # a cut word can re-tokenize longer, hence the loop
+        text = question[: full.offsets[keep - 1][1]]
+        n = len(tok.encode(text, add_special_tokens=False).ids)
+        keep -= 1
+    return text, n
+
+
+def _trim_tables(context: str) -> tuple[np.ndarray, np.ndarray]:
+    """For every character offset o in 0..len: the first non-space offset at or after o, and the end of the
+    last non-space character at or before o. They trim a token's span of whitespace, vectorised."""
+    n = len(context)
+    solid = np.ones(n, dtype=bool)
+    solid[[m.start() for m in re.finditer(r"\s", context)]] = False
+    kept = np.flatnonzero(solid)  # offsets of the non-space characters
+    offsets = np.arange(n + 1)
+    if not len(kept):  # all whitespace: every span trims to nothing
+        return np.full(n + 1, n), np.zeros(n + 1, dtype=np.int64)
+    after = np.searchsorted(kept, offsets)  # index of the first kept offset >= o
+    first_at = np.where(after < len(kept), kept[np.minimum(after, len(kept) - 1)], n)
+    before = np.searchsorted(kept, offsets) - 1  # index of the last kept offset < o
+    end_at = np.where(before >= 0, kept[np.maximum(before, 0)] + 1, 0)
+    return first_at, end_at
+
+
+def _window(enc: Any, tables: tuple[np.ndarray, np.ndarray], answer: tuple[int, int] | None) -> Window:
+    seq = enc.sequence_ids
+    first = seq.index(1)  # the context's tokens are contiguous: [first, first + n)
+    n = seq.count(1)
+    spans = np.full((len(enc.ids), 2), -1, dtype=np.int32)
+    raw = np.asarray(enc.offsets[first : first + n], dtype=np.int64).reshape(n, 2)  # (n, 2)
+    s, e = tables[0][raw[:, 0]], tables[1][raw[:, 1]]  # whitespace trimmed
+    solid = s < e
+    spans[first : first + n][solid] = np.stack([s, e], axis=1)[solid]
+    start = end = 0
+    if answer is not None and solid.any():
+        a, b = answer
+        kept = np.flatnonzero(solid)
+        if s[kept[0]] <= a and e[kept[-1]] >= b:  # the window holds the whole answer
+            start = first + int(kept[e[kept] > a][0])
+            end = first + int(kept[s[kept] < b][-1])
+    return Window(ids=list(enc.ids), segment_ids=list(enc.type_ids), spans=spans, start=start, end=end, example=-1)
+
+
+def make_windows(tokenizer: TextTokenizer, examples: Sequence[QAExample], max_len: int,
+                 doc_stride: int) -> list[list[Window]]:
+    """The windows of every example (``Window.example`` is its index in ``examples``).
+
+    A question is cut to half of what the window leaves after the special tokens, so that the context
+    keeps at least the other half. Training targets come from the first gold answer.
+    """
+    tok = tokenizer.tokenizer
+    room = max_len - tok.num_special_tokens_to_add(is_pair=True)  # tokens for question + context
+    if room < 4:
+        raise ValueError(f"max_len={max_len} leaves no room for a question and a context")
+    tok.no_padding()
+    tok.no_truncation()
+    try:
+        fitted = [_fit_question(tok, ex.question, room // 2) for ex in examples]
+        # One batch call takes one stride, and tokenizers panics (an exception that escapes `except
+        # Exception`) when the stride is not below the context's room; so the examples are grouped by the
+        # stride that suits their question, which is doc_stride unless the window is very short.
+        groups: dict[int, list[int]] = defaultdict(list)
+        for i, (_, n_question) in enumerate(fitted):
+            groups[min(doc_stride, (room - n_question) // 2)].append(i)
+        out: list[list[Window]] = [[] for _ in examples]
+        tables: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # questions share contexts: trim tables once
+        for stride, members in groups.items():
+            tok.enable_truncation(max_len, stride=stride, strategy="only_second")
+            pairs = [(fitted[i][0], examples[i].context) for i in members]
+            for i, enc in zip(members, tok.encode_batch(pairs, add_special_tokens=True), strict=True):
+                ex = examples[i]
+                if ex.context not in tables:
+                    tables[ex.context] = _trim_tables(ex.context)
+                answer = (ex.answers[0][1], ex.answers[0][1] + len(ex.answers[0][0])) if ex.answers else None
+                for part in (enc, *enc.overflowing):
+                    window = _window(part, tables[ex.context], answer)
+                    window.example = i
+                    out[i].append(window)
+        return out
+    finally:
+        tok.no_truncation()
+
+
+# --- decoding ---------------------------------------------------------------------------------------------
+
+
+def top_spans(start: torch.Tensor, end: torch.Tensor, candidates: torch.Tensor, max_answer_tokens: int,
+              k: int = 1) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The ``k`` best spans of every row, best first: scores (B, k), first tokens (B, k), last tokens (B, k).
+
+    Args:
+        start, end: logits (B, T).
+        candidates: (B, T) bool, True at tokens that may begin or end an answer (the context's, not
+            whitespace); it must be contiguous apart from whitespace, as a window's context is.
+        max_answer_tokens: the longest span, in tokens.
+
+    A span (i, j) is valid when both ends are candidates, i <= j and j - i < max_answer_tokens; rows with
+    fewer than k valid spans fill up with score -inf.
+    """
+    b, t = start.shape
+    width = min(max_answer_tokens, t)
+    s = start.float().masked_fill(~candidates, -math.inf)  # (B, T)
+    e = end.float().masked_fill(~candidates, -math.inf)  # (B, T)
+    e_ahead = F.pad(e, (0, width - 1), value=-math.inf).unfold(1, width, 1)  # (B, T, W): [b, i, d] = e[b, i + d]
+    scores = (s[:, :, None] + e_ahead).reshape(b, t * width)  # (B, T·W): span (i, i + d) sits at i·W + d
+    top, at = scores.topk(min(k, t * width), dim=1)  # (B, k)
+    first = torch.div(at, width, rounding_mode="floor")
+    return top, first, first + at % width
+
+
+@dataclass
+class Answer:
+    """The decision for one question."""
+
+    text: str  # "" for no answer
+    start: int  # character offsets into the context; -1 for no answer
+    end: int
+    margin: float  # best span score minus its window's null score (above 0: the model prefers the span)
+
+
+def choose(best: tuple[float, int, int, float] | None, context: str, null_answers: bool) -> Answer:
+    """``best``: (span score, first char, end char, null score) of the question's best window."""
+    if best is None or not math.isfinite(best[0]):
+        return Answer("", -1, -1, -math.inf)
+    score, c0, c1, null = best
+    if null_answers and null > score:
+        return Answer("", -1, -1, score - null)
+    return Answer(context[c0:c1], c0, c1, score - null)
+
+
+# --- the task ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ExtractiveQA:
+    """The extractive QA task: windows, batches, loss, metrics and decoding."""
+
+    pad_id: int
+    max_answer_tokens: int = 30  # the longest answer, in tokens
+    doc_stride: int = 64  # context tokens that neighbouring windows share
+    n_best: int = 20  # candidate answers that predict lists per question
+    null_answers: bool = True  # v2: answer nothing when the null score wins; False always answers (v1.1, CMRC)
+    head: str = "qa"
+    metric: str = "f1"  # dev metric that picks the best checkpoint: f1 or exact_match
+    greater_is_better: bool = True
+    examples: list[QAExample] = field(default_factory=list, init=False, repr=False)  # registry, see the module
+    windows: list[Window] = field(default_factory=list, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.metric not in METRICS:
+            raise ValueError(f"question answering selects on {' or '.join(map(repr, METRICS))}, not {self.metric!r}")
+        for name in ("max_answer_tokens", "n_best"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.doc_stride < 0:
+            raise ValueError(f"doc_stride must be 0 or more, got {self.doc_stride}")
+
+    @classmethod
+    def from_head_spec(cls, spec: dict[str, object], pad_id: int, **options: Any) -> ExtractiveQA:
+        """The task that a saved model's head was trained with (its spec is in config.json)."""
+        return cls(pad_id=pad_id, max_answer_tokens=int(spec["max_answer_tokens"]),  # type: ignore[call-overload]
+                   doc_stride=int(spec["doc_stride"]), **options)  # type: ignore[call-overload]
+
+    def head_spec(self) -> dict[str, object]:
+        return {"kind": "span", "max_answer_tokens": self.max_answer_tokens, "doc_stride": self.doc_stride}
+
+    def encode(self, tokenizer: TextTokenizer, examples: Sequence[QAExample], max_len: int) -> list[Window]:
+        """The windows of all examples, registered on the task so that the metrics can find them."""
+        items = []
+        for ex, windows in zip(examples, make_windows(tokenizer, examples, max_len, self.doc_stride), strict=True):
+            self.examples.append(ex)
+            for window in windows:
+                window.example, window.index = len(self.examples) - 1, len(self.windows)
+                self.windows.append(window)
+                items.append(window)
+        return items
+
+    def collate(self, items: Sequence[Window], generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        ids, padding_mask = pad([w.ids for w in items], self.pad_id)  # (B, T) each
+        segment_ids, _ = pad([w.segment_ids for w in items], 0)  # (B, T)
+        context_mask = torch.zeros(ids.shape, dtype=torch.bool)  # (B, T): tokens that may start or end an answer
+        for row, w in enumerate(items):
+            context_mask[row, : len(w.ids)] = torch.from_numpy(w.spans[:, 0] >= 0)
+        return {"input_ids": ids, "padding_mask": padding_mask, "segment_ids": segment_ids,
+                "context_mask": context_mask,
+                "start_positions": torch.tensor([w.start for w in items], dtype=torch.long),
+                "end_positions": torch.tensor([w.end for w in items], dtype=torch.long),
+                "feature_index": torch.tensor([w.index for w in items], dtype=torch.long)}
+
+    def n_targets(self, batch: dict[str, torch.Tensor]) -> int:
+        return int(batch["input_ids"].shape[0])
+
+    def logits(self, model: Model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Start and end logits (B, T) each, in float32, -inf everywhere but at [CLS] and the context."""
+        hidden = model(batch["input_ids"], batch["padding_mask"], batch["segment_ids"])  # (B, T, D)
+        start, end = model.heads[self.head](hidden)  # (B, T) each
+        allowed = batch["context_mask"].clone()
+        allowed[:, 0] = True  # the first token ([CLS]) stands for "no answer here"
+        return start.float().masked_fill(~allowed, -math.inf), end.float().masked_fill(~allowed, -math.inf)
+
+    def _losses(self, start: torch.Tensor, end: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return (F.cross_entropy(start, batch["start_positions"], reduction="none")
+                + F.cross_entropy(end, batch["end_positions"], reduction="none")) / 2  # (B,)
+
+    def loss_sum(self, model: Model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self._losses(*self.logits(model, batch), batch).sum()
+
+    def new_metrics(self) -> QAMetrics:
+        return QAMetrics(self)
+
+    @torch.inference_mode()
+    def predict(self, model: Model, tokenizer: TextTokenizer, examples: Sequence[QAExample], max_len: int, *,
+                batch_size: int = 64) -> list[dict[str, Any]]:
+        """One dict per example: id, answer ("" for none), start and end (character offsets into the
+        context, -1 for none), score (best span score minus its window's null score) and n_best (up to
+        ``n_best`` distinct candidate spans, best first, each with answer, start, end and score)."""
+        model.eval()
+        device = next(model.parameters()).device
+        windows = [w for per in make_windows(tokenizer, examples, max_len, self.doc_stride) for w in per]
+        best: dict[int, tuple[float, int, int, float]] = {}  # example -> (score, c0, c1, null) of its best span
+        spans: dict[int, dict[tuple[int, int], float]] = defaultdict(dict)  # example -> span -> best margin
+        for first in range(0, len(windows), batch_size):
+            chunk = windows[first : first + batch_size]
+            batch = {k: v.to(device) for k, v in self.collate(chunk).items()}
+            start, end = self.logits(model, batch)
+            scores, firsts, lasts = (x.cpu() for x in top_spans(start, end, batch["context_mask"],
+                                                                 self.max_answer_tokens, self.n_best))
+            nulls = (start[:, 0] + end[:, 0]).cpu()
+            for row, w in enumerate(chunk):
+                null = float(nulls[row])
+                for score, i, j in zip(scores[row].tolist(), firsts[row].tolist(), lasts[row].tolist(), strict=True):
+                    if not math.isfinite(score):
+                        break
+                    key = (int(w.spans[i, 0]), int(w.spans[j, 1]))
+                    spans[w.example][key] = max(spans[w.example].get(key, -math.inf), score - null)
+                    if w.example not in best or score > best[w.example][0]:
+                        best[w.example] = (score, *key, null)
+        out = []
+        for k, ex in enumerate(examples):
+            answer = choose(best.get(k), ex.context, self.null_answers)
+            ranked = sorted(spans[k].items(), key=lambda item: -item[1])[: self.n_best]
+            out.append({"id": ex.id, "answer": answer.text, "start": answer.start, "end": answer.end,
+                        "score": answer.margin,
+                        "n_best": [{"answer": ex.context[c0:c1], "start": c0, "end": c1, "score": margin}
+                                   for (c0, c1), margin in ranked]})
+        return out
+
+
+class QAMetrics:
+    """Keeps, per window, its best span and null score; decides per question in ``compute``."""
+
+    def __init__(self, task: ExtractiveQA) -> None:
+        self.task = task
+        self.rows: dict[int, tuple[float, ...]] = {}  # window index -> (span score, c0, c1, null score, loss)
+
+    @torch.no_grad()
+    def update(self, model: Model, batch: dict[str, torch.Tensor]) -> None:
+        index = batch["feature_index"].tolist()
+        if min(index) < 0:
+            raise ValueError("these windows were not made by ExtractiveQA.encode on this task, so their questions "
+                             "cannot be found; evaluate the items that encode returned")
+        start, end = self.task.logits(model, batch)
+        losses = self.task._losses(start, end, batch).cpu()
+        scores, firsts, lasts = (x[:, 0].tolist() for x in top_spans(start, end, batch["context_mask"],
+                                                                      self.task.max_answer_tokens))
+        nulls = (start[:, 0] + end[:, 0]).cpu()
+        for row, k in enumerate(index):
+            spans = self.task.windows[k].spans
+            score = scores[row]
+            c0, c1 = (int(spans[firsts[row], 0]), int(spans[lasts[row], 1])) if math.isfinite(score) else (-1, -1)
+            self.rows[k] = (score, c0, c1, float(nulls[row]), float(losses[row]))
+
+    def reduce(self, sum_tensor: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        """Merge the processes' windows. Each window was evaluated by exactly one process, so a table with a
+        row per registered window, zero where this process did not look, sums to everyone's results."""
+        table = torch.zeros(len(self.task.windows), 6, dtype=torch.float64)  # seen, score, c0, c1, null, loss
+        if self.rows:
+            at = torch.tensor(list(self.rows))
+            table[at, 0] = 1
+            table[at, 1:] = torch.tensor(list(self.rows.values()), dtype=torch.float64)
+        table = sum_tensor(table)
+        seen = torch.nonzero(table[:, 0] > 0).flatten().tolist()
+        self.rows = {k: tuple(table[k, 1:].tolist()) for k in seen}
+
+    def predictions(self) -> dict[int, Answer]:
+        """The answer to every question with an evaluated window, by the question's registry index."""
+        best: dict[int, tuple[float, int, int, float]] = {}
+        for k, (score, c0, c1, null, _) in self.rows.items():
+            example = self.task.windows[k].example
+            if example not in best or score > best[example][0]:
+                best[example] = (score, int(c0), int(c1), null)
+        return {e: choose(b, self.task.examples[e].context, self.task.null_answers) for e, b in best.items()}
+
+    def compute(self) -> dict[str, float]:
+        answers = self.predictions()
+        examples = [self.task.examples[e] for e in sorted(answers)]
+        metrics = score_answers(examples, {self.task.examples[e].id: a.text for e, a in answers.items()})
+        metrics["loss"] = sum(row[4] for row in self.rows.values()) / max(len(self.rows), 1)
+        return metrics

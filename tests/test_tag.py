@@ -1,0 +1,250 @@
+"""Named-entity recognition: span ↔ tag alignment, the CRF against brute force, metrics against seqeval,
+bad files, and training end to end on the built-in People's Daily data."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from seqeval.metrics import f1_score, precision_score, recall_score
+
+from lmcraft.config import TrainConfig
+from lmcraft.data.builtin import prepare
+from lmcraft.data.errors import DataError
+from lmcraft.data.ner import (
+    TaggedExample,
+    make_example,
+    read_tagged,
+    spans_from_tags,
+    tagged_line_entities,
+    tags_for,
+)
+from lmcraft.model.crf import CRF
+from lmcraft.model.heads import Model
+from lmcraft.tasks.tag import IGNORE, Tag
+from lmcraft.tokenizer import TextTokenizer, train_tokenizer
+from lmcraft.train.loop import train
+from tests.conftest import tiny_config
+
+ENGLISH_CONLL = """-DOCSTART- O
+
+EU B-ORG
+rejects O
+German B-MISC
+call O
+to O
+boycott O
+British B-MISC
+lamb O
+. O
+
+Peter B-PER
+Blackburn I-PER
+visited O
+New B-LOC
+York-based I-LOC
+Acme B-ORG
+Corp. I-ORG
+"""
+
+
+@pytest.fixture(scope="module")
+def ner_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("data") / "peoples-daily-ner"
+    prepare("peoples-daily-ner", out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def ner_dev(ner_dir: Path) -> list[TaggedExample]:
+    return read_tagged(ner_dir / "dev.jsonl")
+
+
+def test_people_daily_entities_from_pos_tags() -> None:
+    line = "江/nr  泽民/nr  李/nr  鹏/nr  在/p  [中国/ns  政府/n]nt  北京/ns  会见/v  克林顿/nr"
+    text, spans = tagged_line_entities(line)
+    assert text == "江泽民李鹏在中国政府北京会见克林顿"
+    assert [(text[s:e], t) for s, e, t in spans] == [("江泽民", "PER"), ("李鹏", "PER"), ("中国政府", "ORG"),
+                                                     ("北京", "LOC"), ("克林顿", "PER")]
+
+
+def test_builtin_splits_are_disjoint_and_spans_match(ner_dir: Path) -> None:
+    manifest = json.loads((ner_dir / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["sentences"]["train"] > 30_000 and manifest["sentences"]["test"] > 3_000
+    texts = {split: {json.loads(line)["text"] for line in (ner_dir / f"{split}.jsonl").open(encoding="utf-8")}
+             for split in ("train", "test")}
+    assert not texts["train"] & texts["test"]  # whole paragraphs per split, repeated sentences dropped
+    for line in itertools.islice((ner_dir / "test.jsonl").open(encoding="utf-8"), 500):
+        record = json.loads(line)
+        for e in record["entities"]:
+            assert record["text"][e["start"] : e["end"]] == e["text"]
+
+
+@pytest.mark.parametrize("scheme", ["BIO", "BIOES"])
+def test_tags_round_trip_spans(ner_dev: list[TaggedExample], scheme: str) -> None:
+    for ex in ner_dev[:2000]:
+        assert spans_from_tags(ex.words, tags_for(ex, scheme)) == list(ex.entities)
+
+
+def _spans_through_items(task: Tag, tokenizer: TextTokenizer, examples: list[TaggedExample],
+                         max_len: int) -> list[list[tuple[int, int, str]]]:
+    """Put every item's gold word labels back together, as prediction does with decoded ones."""
+    tags = [["O"] * len(ex.words) for ex in examples]
+    for item in task.encode(tokenizer, examples, max_len):
+        assert len(item.ids) <= max_len
+        for w, label in zip(item.words, item.word_labels, strict=True):
+            tags[item.example][w] = task.labels[label]
+    return [spans_from_tags(ex.words, t) for ex, t in zip(examples, tags, strict=True)]
+
+
+@pytest.mark.parametrize("kind", ["wordpiece", "bpe"])
+def test_alignment_through_subtokens_is_exact(ner_dev: list[TaggedExample], kind: str) -> None:
+    examples = ner_dev[:600] + read_tagged_text(ENGLISH_CONLL)
+    tokenizer = TextTokenizer(train_tokenizer([ex.text for ex in ner_dev[600:3000]], kind=kind, vocab_size=1500))
+    task = Tag.for_examples(examples, tokenizer.pad_id)
+    # max_len 24 cuts many sentences into pieces: spans must survive the cuts too (none crosses a cut here
+    # only when no entity straddles one, so compare sentences whose pieces keep entities whole).
+    for max_len in (128, 24):
+        got = _spans_through_items(task, tokenizer, examples, max_len)
+        whole = [g == list(ex.entities) for g, ex in zip(got, examples, strict=True)]
+        assert all(whole) if max_len == 128 else sum(whole) / len(whole) > 0.9
+
+
+def read_tagged_text(conll: str) -> list[TaggedExample]:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "en.conll"
+        path.write_text(conll, encoding="utf-8")
+        return read_tagged(path)
+
+
+def test_conll_reader_builds_text_and_spans() -> None:
+    first, second = read_tagged_text(ENGLISH_CONLL)
+    assert first.text == "EU rejects German call to boycott British lamb ."
+    assert [(first.text[s:e], t) for s, e, t in first.entities] == [("EU", "ORG"), ("German", "MISC"),
+                                                                    ("British", "MISC")]
+    assert [(second.text[s:e], t) for s, e, t in second.entities] == [
+        ("Peter Blackburn", "PER"), ("New York-based", "LOC"), ("Acme Corp.", "ORG")]
+
+
+def test_label_all_puts_inner_tags_on_later_subtokens() -> None:
+    examples = read_tagged_text(ENGLISH_CONLL)
+    tokenizer = TextTokenizer(train_tokenizer(["a b c"] * 3, kind="wordpiece", vocab_size=40))  # letters only
+    task = Tag.for_examples(examples, tokenizer.pad_id, label_all=True)
+    item = task.encode(tokenizer, examples[1:], 64)[0]
+    labelled = [task.labels[t] for t in item.token_labels if t != IGNORE]
+    assert labelled[:2] == ["B-PER", "I-PER"]  # "peter" in pieces: B on the first, I on the rest
+    assert len(labelled) == len(item.ids) - 2 and task.n_targets(task.collate([item])) == len(labelled)
+    with pytest.raises(ValueError, match="BIO scheme only"):
+        Tag.for_examples(examples, 0, scheme="BIOES", label_all=True)
+
+
+def test_bad_files_name_file_and_line(tmp_path: Path) -> None:
+    conll = tmp_path / "train.conll"
+    conll.write_text("北 B-LOC\n京 I-LOC\n\n上 B-LOC\n海 X-LOC\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"train\.conll:5: field 'tags': tag 'X-LOC'"):
+        read_tagged(conll)
+    conll.write_text("北 B-LOC\n京\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"train\.conll:2: field 'tag': expected a token and a tag"):
+        read_tagged(conll)
+    jsonl = tmp_path / "dev.jsonl"
+    jsonl.write_text('{"text": "北京", "entities": []}\n{"text": "上海", "entities": [{"start": 0, "end": 9, '
+                     '"label": "LOC"}]}\n', encoding="utf-8")
+    with pytest.raises(DataError, match=r"dev\.jsonl:2: field 'entities': entity \[0, 9\) lies outside"):
+        read_tagged(jsonl)
+    jsonl.write_text('{"text": "北京"}\n', encoding="utf-8")
+    with pytest.raises(DataError, match=r"dev\.jsonl:1: field 'entities'"):
+        read_tagged(jsonl)
+    jsonl.write_text('{"tokens": ["北", "京"], "tags": ["B-LOC"]}\n', encoding="utf-8")
+    with pytest.raises(DataError, match=r"dev\.jsonl:1: field 'tags': 'tokens' and 'tags' must be"):
+        read_tagged(jsonl)
+    with pytest.raises(DataError, match="overlap"):
+        make_example("北京上海", [(0, 2, "LOC"), (1, 3, "LOC")])
+
+
+def _brute_force(crf: CRF, emissions: torch.Tensor) -> tuple[list[int], torch.Tensor]:
+    """Every tag sequence scored: the best one and the log-partition."""
+    n, c = emissions.shape
+    scores = {}
+    for path in itertools.product(range(c), repeat=n):
+        tags = torch.tensor([path])
+        scores[path] = crf.sequence_score(emissions[None], tags, torch.ones(1, n, dtype=torch.bool))[0]
+    best = max(scores, key=lambda p: float(scores[p]))
+    return list(best), torch.stack(list(scores.values())).logsumexp(0)
+
+
+def test_crf_viterbi_and_partition_equal_brute_force() -> None:
+    torch.manual_seed(3)
+    crf = CRF(3)
+    with torch.no_grad():
+        for p in crf.parameters():
+            p.normal_()
+    for length in (1, 2, 3, 5):
+        emissions = torch.randn(2, 6, 3)  # two rows; real length `length`, the rest padding
+        mask = torch.zeros(2, 6, dtype=torch.bool)
+        mask[:, :length] = True
+        mask[1, : max(1, length - 1)] = True
+        mask[1, max(1, length - 1) :] = False
+        decoded = crf.decode(emissions, mask)
+        partition = crf.log_partition(emissions, mask)
+        for row in range(2):
+            n = int(mask[row].sum())
+            best, log_z = _brute_force(crf, emissions[row, :n])
+            assert decoded[row] == best
+            torch.testing.assert_close(partition[row], log_z, rtol=1e-5, atol=1e-5)
+    # the NLL is a proper negative log-probability: the probabilities of all sequences sum to one
+    emissions = torch.randn(1, 3, 3)
+    mask = torch.ones(1, 3, dtype=torch.bool)
+    total = sum(float((-crf.nll(emissions, torch.tensor([p]), mask)).exp())
+                for p in itertools.product(range(3), repeat=3))
+    assert total == pytest.approx(1.0, abs=1e-5)
+
+
+def test_metrics_equal_seqeval(zh_tokenizer: TextTokenizer) -> None:
+    """Entity counts accumulated batch by batch give seqeval's micro precision / recall / F1."""
+    torch.manual_seed(0)
+    examples = [make_example("北京上海广州深圳天津重庆", [(0, 2, "LOC"), (4, 6, "LOC"), (8, 10, "PER")])] * 12
+    task = Tag.for_examples(examples, zh_tokenizer.pad_id)
+    model = Model(tiny_config(vocab_size=zh_tokenizer.vocab_size), {})
+    model.add_head(task.head, task.head_spec())
+    model.eval()
+    metrics = task.new_metrics()
+    gold, predicted = [], []
+    items = task.encode(zh_tokenizer, examples, 64)
+    for start in range(0, len(items), 5):
+        batch = task.collate(items[start : start + 5])
+        metrics.update(model, batch)
+        paths, _ = task.decode(model, batch)
+        predicted += [[task.labels[t] for t in p] for p in paths]
+        gold += [[task.labels[t] for t in it.word_labels] for it in items[start : start + 5]]
+    got = metrics.compute()
+    assert got["precision"] == pytest.approx(precision_score(gold, predicted))
+    assert got["recall"] == pytest.approx(recall_score(gold, predicted))
+    assert got["f1"] == pytest.approx(f1_score(gold, predicted))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("crf", [False, True])
+def test_training_learns_entities(ner_dir: Path, tmp_path: Path, crf: bool) -> None:
+    """A tiny encoder trained from scratch on 2,000 sentences finds entities, and predict returns spans
+    of the text it was given."""
+    train_set = read_tagged(ner_dir / "train.jsonl")[:2000]
+    dev_set = read_tagged(ner_dir / "dev.jsonl")[:300]
+    tokenizer = TextTokenizer(train_tokenizer([ex.text for ex in train_set], kind="wordpiece", vocab_size=2500))
+    task = Tag.for_examples(train_set, tokenizer.pad_id, crf=crf)
+    model = Model(tiny_config(vocab_size=tokenizer.vocab_size, d_model=64, d_ff=128, max_len=128), {})
+    model.add_head(task.head, task.head_spec())
+    items = task.encode(tokenizer, train_set, 128)
+    result = train(model, task, items, task.encode(tokenizer, dev_set, 128),
+                   TrainConfig(lr=3e-3, batch_size=32, max_steps=200, eval_every=200, progress=False,
+                               tensorboard=False, warmup_ratio=0.1),
+                   run_dir=tmp_path, save_best=lambda path, state: None, lengths=[len(it.ids) for it in items])
+    assert result.best_metrics["f1"] > 0.2, result.best_metrics
+    texts = ["中共中央总书记江泽民在北京会见了客人。", "新华社记者报道。"]
+    for text, entities in zip(texts, task.predict(model, tokenizer, texts, 128), strict=True):
+        for e in entities:
+            assert text[e["start"] : e["end"]] == e["text"] and e["label"] in ("PER", "LOC", "ORG")
