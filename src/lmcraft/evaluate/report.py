@@ -18,18 +18,20 @@ from lmcraft.tasks.classify import Classify
 from lmcraft.tokenizer import TextTokenizer
 
 
-def classify_task(model: Model) -> Classify:
-    spec = model.head_specs.get("classify")
-    if spec is None:
-        raise ValueError(f"this model has no classification head (heads: {sorted(model.head_specs)}); "
-                         "fine-tune it first with `lmcraft finetune`")
-    return Classify(list(spec["labels"]), pad_id=model.cfg.pad_id)  # type: ignore[arg-type]
+def classify_task(model: Model, head: str | None = None) -> Classify:
+    """The classification task of ``model``'s head named ``head`` (default: its first classification head)."""
+    names = [head] if head else [n for n, spec in model.head_specs.items() if spec.get("kind") == "classify"]
+    spec = model.head_specs.get(names[0]) if names else None
+    if spec is None or spec.get("kind") != "classify":
+        raise ValueError(f"this model has no classification head{' ' + repr(head) if head else ''} (heads: "
+                         f"{sorted(model.head_specs)}); fine-tune it first with `lmcraft finetune`")
+    return Classify(list(spec["labels"]), pad_id=model.cfg.pad_id, head=names[0])  # type: ignore[arg-type]
 
 
 @torch.inference_mode()
 def predict_batches(
     model: Model, tokenizer: TextTokenizer, examples: Sequence[Example], *, batch_size: int = 128,
-    progress: bool = True, chunk_batches: int = 16,
+    progress: bool = True, chunk_batches: int = 16, head: str | None = None,
 ) -> Iterator[tuple[list[int], torch.Tensor]]:
     """Yields (indices, probabilities (n, C)) chunk by chunk, in the order of ``examples``.
 
@@ -37,7 +39,7 @@ def predict_batches(
     so that each batch pads little, and its results put back in order: memory stays bounded by the chunk
     while most of the padding disappears.
     """
-    task = classify_task(model)
+    task = classify_task(model, head)
     model.eval()
     chunk = batch_size * chunk_batches
     bar = tqdm(total=len(examples), desc="predict", leave=False, disable=None if progress else True)
@@ -57,11 +59,11 @@ def predict_batches(
 
 def evaluate_examples(
     model: Model, tokenizer: TextTokenizer, examples: Sequence[Example], *, predictions: str | Path | None = None,
-    batch_size: int = 128, progress: bool = True,
+    batch_size: int = 128, progress: bool = True, head: str | None = None,
 ) -> dict[str, Any]:
     """Accuracy, macro-F1, per-class precision/recall and confusion matrix; predictions (if a path is given)
     are written line by line as they are made, and only the confusion counts are kept."""
-    task = classify_task(model)
+    task = classify_task(model, head)
     n = len(task.labels)
     confusion = np.zeros((n, n), dtype=np.int64)  # rows: true label, columns: predicted
     out = None
@@ -69,7 +71,8 @@ def evaluate_examples(
         predictions = Path(predictions)
         out = predictions.with_name(predictions.name + ".tmp").open("w", encoding="utf-8")
     try:
-        for idx, probs in predict_batches(model, tokenizer, examples, batch_size=batch_size, progress=progress):
+        for idx, probs in predict_batches(model, tokenizer, examples, batch_size=batch_size, progress=progress,
+                                          head=task.head):
             predicted = probs.argmax(-1).tolist()
             for i, p, row in zip(idx, predicted, probs.tolist(), strict=True):
                 confusion[task.label_ids[examples[i].label], p] += 1  # type: ignore[index]

@@ -6,7 +6,9 @@ It knows nothing task-specific. A task (or objective) supplies:
 - ``loss_sum(model, batch)`` (the loss summed over those targets),
 - ``new_metrics()`` (an object with ``update(model, batch)``, ``compute() -> dict`` and, for several
   processes, ``reduce(sum_tensor)``),
-- ``metric`` and ``greater_is_better`` (what picks the best checkpoint).
+- ``metric`` and ``greater_is_better`` (what picks the best checkpoint),
+- optionally ``epoch_batches(n, batch_size, seed=, epoch=, lengths=)`` and ``split_batch(indices, items)``,
+  when the task decides which items may share a batch (multi-task learning: one task per batch).
 
 Gradient accumulation divides every micro-batch's summed loss by the number of targets in the *whole*
 accumulated batch (over all processes), so that k micro-batches on n processes give the gradient of one
@@ -110,6 +112,8 @@ def evaluate(module: torch.nn.Module, task: Any, items: Sequence[Any], cfg: Trai
     generator = torch.Generator().manual_seed(cfg.seed + 12345)
     mine = list(range(dist.rank, len(items), dist.world))
     batches = [mine[i : i + cfg.eval_batch_size] for i in range(0, len(mine), cfg.eval_batch_size)]
+    if hasattr(task, "split_batch"):  # a multi-task batch must hold one task's items
+        batches = [part for b in batches for part in task.split_batch(b, items)]
     n_batches = dist.max(len(batches))  # FSDP gathers weights in every forward: all ranks run as many
     for k in tqdm(range(n_batches), desc=desc, leave=False, disable=None if cfg.progress and dist.is_main else True):
         real = k < len(batches)
@@ -301,7 +305,8 @@ def train(
     out_of_time = False
     with _Interrupt() as interrupt:
         while st.step < steps_total and not (st.stopped_early or out_of_time):
-            batches = epoch_batches(len(train_items), global_batch, seed=cfg.seed, epoch=st.epoch, lengths=lengths)
+            order = getattr(task, "epoch_batches", epoch_batches)  # a multi-task run samples its own mix
+            batches = order(len(train_items), global_batch, seed=cfg.seed, epoch=st.epoch, lengths=lengths)
             while st.next_batch < len(batches):
                 group = batches[st.next_batch : st.next_batch + cfg.grad_accum]
                 st.next_batch += len(group)
