@@ -38,6 +38,13 @@ def zh_tokenizer(peoples_daily: Path) -> TextTokenizer:
     return TextTokenizer(train_tokenizer(lines, kind="wordpiece", vocab_size=2000))
 
 
+@pytest.fixture(scope="session")
+def zh_tokenizer_dir(zh_tokenizer: TextTokenizer, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("tokenizer")
+    zh_tokenizer.save(out)
+    return out
+
+
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)

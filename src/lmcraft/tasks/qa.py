@@ -134,17 +134,19 @@ def make_windows(tokenizer: TextTokenizer, examples: Sequence[QAExample], max_le
         for i, (_, n_question) in enumerate(fitted):
             groups[min(doc_stride, (room - n_question) // 2)].append(i)
         out: list[list[Window]] = [[] for _ in examples]
-        tables: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # questions share contexts: trim tables once
+        # Questions on one paragraph come one after another: keep the trim tables of the last context only
+        # (tables for all of SQuAD's would hold a few hundred MB).
+        last_context, tables = None, (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
         for stride, members in groups.items():
             tok.enable_truncation(max_len, stride=stride, strategy="only_second")
             pairs = [(fitted[i][0], examples[i].context) for i in members]
             for i, enc in zip(members, tok.encode_batch(pairs, add_special_tokens=True), strict=True):
                 ex = examples[i]
-                if ex.context not in tables:
-                    tables[ex.context] = _trim_tables(ex.context)
+                if ex.context is not last_context and ex.context != last_context:
+                    last_context, tables = ex.context, _trim_tables(ex.context)
                 answer = (ex.answers[0][1], ex.answers[0][1] + len(ex.answers[0][0])) if ex.answers else None
                 for part in (enc, *enc.overflowing):
-                    window = _window(part, tables[ex.context], answer)
+                    window = _window(part, tables, answer)
                     window.example = i
                     out[i].append(window)
         return out
@@ -214,8 +216,9 @@ class ExtractiveQA:
     head: str = "qa"
     metric: str = "f1"  # dev metric that picks the best checkpoint: f1 or exact_match
     greater_is_better: bool = True
-    examples: list[QAExample] = field(default_factory=list, init=False, repr=False)  # registry, see the module
-    windows: list[Window] = field(default_factory=list, init=False, repr=False)
+    # The registry (see the module's docstring): every example and window that encode has made.
+    examples: list[QAExample] = field(default_factory=list, init=False, repr=False, compare=False)
+    windows: list[Window] = field(default_factory=list, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.metric not in METRICS:
@@ -229,11 +232,13 @@ class ExtractiveQA:
     @classmethod
     def from_head_spec(cls, spec: dict[str, object], pad_id: int, **options: Any) -> ExtractiveQA:
         """The task that a saved model's head was trained with (its spec is in config.json)."""
+        options.setdefault("null_answers", bool(spec.get("null_answers", True)))
         return cls(pad_id=pad_id, max_answer_tokens=int(spec["max_answer_tokens"]),  # type: ignore[call-overload]
                    doc_stride=int(spec["doc_stride"]), **options)  # type: ignore[call-overload]
 
     def head_spec(self) -> dict[str, object]:
-        return {"kind": "span", "max_answer_tokens": self.max_answer_tokens, "doc_stride": self.doc_stride}
+        return {"kind": "span", "max_answer_tokens": self.max_answer_tokens, "doc_stride": self.doc_stride,
+                "null_answers": self.null_answers}
 
     def encode(self, tokenizer: TextTokenizer, examples: Sequence[QAExample], max_len: int) -> list[Window]:
         """The windows of all examples, registered on the task so that the metrics can find them."""
@@ -315,6 +320,14 @@ class ExtractiveQA:
                         "n_best": [{"answer": ex.context[c0:c1], "start": c0, "end": c1, "score": margin}
                                    for (c0, c1), margin in ranked]})
         return out
+
+
+    def prediction_records(self, model: Model, tokenizer: TextTokenizer, examples: Sequence[QAExample],
+                           max_len: int) -> list[dict[str, Any]]:
+        """One JSON-ready record per question: the question, the gold answers and the predicted one."""
+        return [{"id": ex.id, "question": ex.question, "gold": [text for text, _ in ex.answers],
+                 "predicted": p["answer"], "start": p["start"], "score": p["score"]}
+                for ex, p in zip(examples, self.predict(model, tokenizer, examples, max_len), strict=True)]
 
 
 class QAMetrics:
