@@ -14,7 +14,6 @@ Inputs:
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from pathlib import Path
 from seqeval.metrics.sequence_labeling import get_entities
 
 from lmcraft.data.errors import DataError
+from lmcraft.data.readers import jsonl_records
 
 SCHEMES = ("BIO", "BIOES")
 Span = tuple[int, int, str]  # (start, end, label): characters [start, end) of the text
@@ -167,19 +167,7 @@ def read_conll(path: Path) -> list[TaggedExample]:
 
 
 def read_ner_jsonl(path: Path) -> list[TaggedExample]:
-    examples = []
-    with path.open(encoding="utf-8") as f:
-        for number, raw in enumerate(f, start=1):
-            if not raw.strip():
-                continue
-            try:
-                record = json.loads(raw)
-            except json.JSONDecodeError as e:
-                raise DataError(path, f"malformed JSON ({e.msg} at column {e.colno})", line=number) from None
-            if not isinstance(record, dict):
-                raise DataError(path, f"expected a JSON object, found {type(record).__name__}", line=number)
-            examples.append(_from_record(record, path, number))
-    return examples
+    return [_from_record(record, path, number) for number, record in jsonl_records(path)]
 
 
 def _from_record(record: dict, path: Path, number: int) -> TaggedExample:

@@ -43,24 +43,33 @@ def format_of(path: Path) -> str:
     return fmt
 
 
+def jsonl_records(path: Path) -> Iterator[tuple[int, dict]]:
+    """(line number, object) for every non-blank line of a JSONL file; a line that is not a JSON object is
+    a DataError naming the file and the line."""
+    if not path.exists():
+        raise DataError(path, "no such file")
+    with path.open(encoding="utf-8") as f:
+        for number, raw in enumerate(f, start=1):
+            if not raw.strip():
+                continue
+            try:
+                record = json.loads(raw)
+            except json.JSONDecodeError as e:
+                raise DataError(path, f"malformed JSON ({e.msg} at column {e.colno})", line=number) from None
+            if not isinstance(record, dict):
+                raise DataError(path, f"expected a JSON object, found {type(record).__name__}", line=number)
+            yield number, record
+
+
 def _records(path: Path) -> Iterator[tuple[int, dict[str, object]]]:
     fmt = format_of(path)
+    if fmt == "jsonl":
+        yield from jsonl_records(path)
+        return
     with path.open(encoding="utf-8", newline="") as f:
-        if fmt == "jsonl":
-            for number, raw in enumerate(f, start=1):
-                if not raw.strip():
-                    continue
-                try:
-                    record = json.loads(raw)
-                except json.JSONDecodeError as e:
-                    raise DataError(path, f"malformed JSON ({e.msg} at column {e.colno})", line=number) from None
-                if not isinstance(record, dict):
-                    raise DataError(path, f"expected a JSON object, found {type(record).__name__}", line=number)
-                yield number, record
-        else:
-            reader = csv.DictReader(f, delimiter="," if fmt == "csv" else "\t")
-            for row in reader:
-                yield reader.line_num, dict(row)
+        reader = csv.DictReader(f, delimiter="," if fmt == "csv" else "\t")
+        for row in reader:
+            yield reader.line_num, dict(row)
 
 
 def _field(path: Path, number: int, record: dict[str, object], name: str) -> str:

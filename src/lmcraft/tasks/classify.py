@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -77,7 +78,7 @@ class Classify:
 class ClassifyMetrics:
     """Accumulates a confusion matrix batch by batch; keeps no logits."""
 
-    def __init__(self, task: Classify) -> None:
+    def __init__(self, task: Any) -> None:  # any task with labels and logits(model, batch) -> (B, C)
         self.task = task
         n = len(task.labels)
         self.confusion = torch.zeros(n, n, dtype=torch.long)  # rows: true label, columns: predicted
@@ -85,10 +86,14 @@ class ClassifyMetrics:
 
     @torch.no_grad()
     def update(self, model: Model, batch: dict[str, torch.Tensor]) -> None:
-        logits = self.task.logits(model, batch).float()
-        self.loss += float(F.cross_entropy(logits, batch["labels"], reduction="sum"))
+        self.add(self.task.logits(model, batch), batch["labels"])
+
+    def add(self, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        """Count one batch: logits (B, C), gold label ids (B,)."""
+        logits = logits.float()
+        self.loss += float(F.cross_entropy(logits, labels, reduction="sum"))
         n = len(self.task.labels)
-        index = (batch["labels"] * n + logits.argmax(-1)).cpu()
+        index = (labels * n + logits.argmax(-1)).cpu()  # (B,) cell of the confusion matrix
         self.confusion += torch.bincount(index, minlength=n * n).view(n, n)
 
     def reduce(self, sum_tensor: Callable[[torch.Tensor], torch.Tensor]) -> None:

@@ -17,9 +17,8 @@ neighbours or map it to [UNK].
 
 from __future__ import annotations
 
-import json
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +28,9 @@ import torch.nn.functional as F
 
 from lmcraft.data.batching import pad
 from lmcraft.data.errors import DataError
+from lmcraft.data.readers import jsonl_records
 from lmcraft.model.heads import Model
+from lmcraft.tasks.classify import ClassifyMetrics
 from lmcraft.tokenizer import TextTokenizer
 
 NO_RELATION = "no_relation"
@@ -116,29 +117,18 @@ def read_relations(path: str | Path, *, labelled: bool = True) -> list[RelationE
     naming the file, the line and the field, before any training starts.
     """
     path = Path(path)
-    if not path.exists():
-        raise DataError(path, "no such file")
     examples = []
-    with path.open(encoding="utf-8") as f:
-        for number, raw in enumerate(f, start=1):
-            if not raw.strip():
-                continue
-            try:
-                record = json.loads(raw)
-            except json.JSONDecodeError as e:
-                raise DataError(path, f"malformed JSON ({e.msg} at column {e.colno})", line=number) from None
-            if not isinstance(record, dict):
-                raise DataError(path, f"expected a JSON object, found {type(record).__name__}", line=number)
-            text = _string(path, number, record.get("text"), "text")
-            head = _entity(path, number, record, "head", text)
-            tail = _entity(path, number, record, "tail", text)
-            if head.start < tail.end and tail.start < head.end:
-                raise DataError(path, f"span {tail.start}:{tail.end} overlaps the head's {head.start}:{head.end}",
-                                line=number, field="tail")
-            relation = _string(path, number, record.get("relation"), "relation") if labelled else None
-            ident = record.get("id")
-            examples.append(RelationExample(text, head, tail, relation, None if ident is None else str(ident),
-                                            number))
+    for number, record in jsonl_records(path):
+        text = _string(path, number, record.get("text"), "text")
+        head = _entity(path, number, record, "head", text)
+        tail = _entity(path, number, record, "tail", text)
+        if head.start < tail.end and tail.start < head.end:
+            raise DataError(path, f"span {tail.start}:{tail.end} overlaps the head's {head.start}:{head.end}",
+                            line=number, field="tail")
+        relation = _string(path, number, record.get("relation"), "relation") if labelled else None
+        ident = record.get("id")
+        examples.append(RelationExample(text, head, tail, relation, None if ident is None else str(ident),
+                                        number))
     if not examples:
         raise DataError(path, "the file holds no examples")
     return examples
@@ -418,31 +408,8 @@ def relation_scores(confusion: np.ndarray, labels: Sequence[str], no_relation: s
             "macro_f1": float(per_f1.mean()) if len(labels) else 0.0}
 
 
-class RelationMetrics:
-    """Accumulates a confusion matrix batch by batch; keeps no logits."""
-
-    def __init__(self, task: RelationExtraction) -> None:
-        self.task = task
-        n = len(task.labels)
-        self.confusion = torch.zeros(n, n, dtype=torch.long)  # rows: gold relation, columns: predicted
-        self.loss = 0.0
-
-    @torch.no_grad()
-    def update(self, model: Model, batch: dict[str, torch.Tensor]) -> None:
-        self.add(self.task.logits(model, batch), batch["labels"])
-
-    def add(self, logits: torch.Tensor, labels: torch.Tensor) -> None:
-        """Count one batch: logits (B, C), gold label ids (B,)."""
-        logits = logits.float()
-        self.loss += float(F.cross_entropy(logits, labels, reduction="sum"))
-        n = len(self.task.labels)
-        index = (labels * n + logits.argmax(-1)).cpu()  # (B,) cell of the confusion matrix
-        self.confusion += torch.bincount(index, minlength=n * n).view(n, n)
-
-    def reduce(self, sum_tensor: Callable[[torch.Tensor], torch.Tensor]) -> None:
-        """Sum the counts of all processes (each evaluated its own share of the data)."""
-        self.confusion = sum_tensor(self.confusion)
-        self.loss = float(sum_tensor(torch.tensor([self.loss], dtype=torch.float64)))
+class RelationMetrics(ClassifyMetrics):
+    """A confusion matrix accumulated batch by batch, as for classification; scored the TACRED way."""
 
     def compute(self) -> dict[str, float]:
         scores = relation_scores(self.confusion.numpy(), self.task.labels, self.task.no_relation)
