@@ -102,3 +102,22 @@ def test_length_sorted_prediction_keeps_the_order_and_int8_stays_close(quickstar
     fp32 = summary["results"]["finetune"]["test"]["accuracy"]
     int8 = evaluate_examples(int8_dynamic(model), tokenizer, examples, progress=False)["accuracy"]
     assert abs(int8 - fp32) < 0.03, (fp32, int8)
+
+
+@pytest.mark.slow
+def test_ner_recipe_runs_end_to_end(tmp_path: Path) -> None:
+    """The NER recipe at a tiny size: tagger with and without CRF, from scratch, and the CRF baseline, all
+    scored on the same test sentences."""
+    recipe = load_recipe(Path(__file__).parent.parent / "recipes" / "ner-zh.yaml",
+                         [*TINY, "max_train_examples=300", f"out={tmp_path}"])
+    summary = run_recipe(recipe)
+    results = summary["results"]
+    assert set(results) == {"pretrain", "finetune", "finetune_crf", "scratch", "baseline"}
+    n_test = results["finetune"]["test"]["n"]
+    assert n_test > 4000 and results["finetune_crf"]["test"]["n"] == n_test
+    assert results["baseline"]["test"]["f1"] > 0.3  # the CRF baseline learns entities from 300 sentences
+    config = json.loads((tmp_path / "finetune-crf" / "best" / "config.json").read_text(encoding="utf-8"))
+    assert config["heads"]["tag"]["crf"] is True
+    report = (tmp_path / "report.md").read_text(encoding="utf-8")
+    assert "| pretrained + fine-tuned, CRF |" in report and "| CRF over character features |" in report
+    assert "entity F1" in report
