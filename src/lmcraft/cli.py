@@ -122,6 +122,9 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         test = summary["test"]
         report = format_report(test) if "confusion_matrix" in test else format_metrics(test)
         print("test (best checkpoint):\n" + report)
+    if "baseline" in summary:
+        shown = {k: v for k, v in summary["baseline"]["test"].items() if k not in ("per_class", "confusion_matrix")}
+        print(f"\nbaseline on the same test split: {summary['baseline']['name']}\n{format_metrics(shown)}")
     return 0
 
 

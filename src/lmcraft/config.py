@@ -126,6 +126,8 @@ class FinetuneConfig:
     label_all: bool = opt(False, "tag: put the loss on every sub-token of a word, not only the first (BIO)")
     doc_stride: int = opt(64, "qa: context tokens that neighbouring windows of a long context share")
     max_answer_tokens: int = opt(30, "qa: the longest answer, in tokens")
+    baseline: bool = opt(True, "also fit the task's classic baseline on the same split and report it next to the "
+                               "model (TF-IDF + LR, a feature CRF for tags, sentence overlap for QA)")
     model: ModelOptions = field(default_factory=ModelOptions)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(lr=1e-4, epochs=3.0))
 

@@ -134,6 +134,10 @@ def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
         summary["test"] = evaluate_test(best, best_tokenizer, task, examples["test"], cfg=cfg, max_len=max_len,
                                         predictions=out / "test_predictions.jsonl")
         summary["wall_time_s"]["test"] = time.perf_counter() - t0
+    if cfg.baseline and "test" in examples:
+        t0 = time.perf_counter()
+        summary["baseline"] = kind.baseline(examples)
+        summary["wall_time_s"]["baseline"] = time.perf_counter() - t0
     write_run_card(out / "best", stage="finetune", config=to_dict(cfg), data=list(files.values()),
                    seed=cfg.train.seed, wall_time_s=summary["wall_time_s"],
                    metrics={k: summary[k] for k in ("dev", "test") if k in summary}, parent=parent_card)

@@ -35,7 +35,7 @@ def run_multitask(cfg: MultitaskConfig) -> dict[str, Any]:
     start = time.perf_counter()
     specs = [parse_task(s) for s in cfg.tasks]
     base = FinetuneConfig(out=cfg.out, init=cfg.init, random_init=cfg.random_init, tokenizer=cfg.tokenizer,
-                          crf=cfg.crf, model=cfg.model, train=cfg.train)
+                          crf=cfg.crf, model=cfg.model, train=cfg.train, baseline=False)
     model, tokenizer, max_len, pooler, parent_card = start_model(base)
     named, examples, files = [], [], []
     for name, kind, directory in specs:

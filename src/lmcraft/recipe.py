@@ -143,7 +143,7 @@ def run_recipe(recipe: Recipe) -> dict[str, Any]:
     finetune_base = FinetuneConfig(data=str(labelled_dir), text_field=recipe.data.text_field,
                                    label_field=recipe.data.label_field, pooling=recipe.pooling, model=recipe.model,
                                    train=recipe.finetune, task=recipe.task,
-                                   max_train_examples=recipe.max_train_examples)
+                                   max_train_examples=recipe.max_train_examples, baseline=False)
     examples, _ = load_splits(finetune_base)
     if recipe.max_train_examples > 0:
         examples["train"] = examples["train"][: recipe.max_train_examples]

@@ -25,6 +25,7 @@ class TaskKind:
     read: Callable[[Path, FinetuneConfig], list[Any]]
     build: Callable[[Examples, dict[str, Path], FinetuneConfig, TextTokenizer], Any]  # also checks dev/test
     from_spec: Callable[[dict[str, Any], int], Any]  # (head spec, pad id) -> task
+    baseline: Callable[[Examples], dict[str, Any]]  # the classic model on the same split: {"name", "test": metrics}
 
 
 # -- classification ----------------------------------------------------------------------------------------
@@ -50,6 +51,13 @@ def _classify_from_spec(spec: dict[str, Any], pad_id: int) -> Any:
     from lmcraft.tasks.classify import Classify
 
     return Classify(list(spec["labels"]), pad_id, pooling=str(spec.get("pooling", "cls")))
+
+
+def _baseline_classify(examples: Examples) -> dict[str, Any]:
+    from lmcraft.evaluate.baseline import tfidf_baseline
+
+    result = tfidf_baseline(examples["train"], examples["dev"], examples["test"])
+    return {"name": "TF-IDF character n-grams + logistic regression", "test": result["test"]}
 
 
 # -- tagging (NER) -----------------------------------------------------------------------------------------
@@ -84,6 +92,13 @@ def _tag_from_spec(spec: dict[str, Any], pad_id: int) -> Any:
     return Tag.from_spec(spec, pad_id)
 
 
+def _baseline_tag(examples: Examples) -> dict[str, Any]:
+    from lmcraft.evaluate.ner_baseline import crf_baseline
+
+    return {"name": "CRF over character features (CRFsuite)",
+            "test": crf_baseline(examples["train"], examples["test"])["test"]}
+
+
 # -- relation extraction -----------------------------------------------------------------------------------
 
 def _read_relate(path: Path, cfg: FinetuneConfig) -> list[Any]:
@@ -111,6 +126,13 @@ def _relate_from_spec(spec: dict[str, Any], pad_id: int) -> Any:
     return RelationExtraction.from_head_spec(spec, pad_id)
 
 
+def _baseline_relate(examples: Examples) -> dict[str, Any]:
+    from lmcraft.evaluate.relate_baseline import relation_baseline
+
+    result = relation_baseline(examples["train"], examples["dev"], examples["test"])
+    return {"name": "TF-IDF of the marked text + logistic regression", "test": result["test"]}
+
+
 # -- extractive question answering -------------------------------------------------------------------------
 
 def _read_qa(path: Path, cfg: FinetuneConfig) -> list[Any]:
@@ -135,18 +157,24 @@ def _qa_from_spec(spec: dict[str, Any], pad_id: int) -> Any:
     return ExtractiveQA.from_head_spec(spec, pad_id)
 
 
+def _baseline_qa(examples: Examples) -> dict[str, Any]:
+    from lmcraft.evaluate.qa_metrics import qa_baseline
+
+    return {"name": "the context sentence sharing the most question words", "test": qa_baseline(examples["test"])}
+
+
 TASK_KINDS: dict[str, TaskKind] = {
     k.name: k
     for k in (
         TaskKind("classify", "sequence classification of single texts or pairs", (".jsonl", ".json", ".csv", ".tsv"),
-                 _read_classify, _build_classify, _classify_from_spec),
+                 _read_classify, _build_classify, _classify_from_spec, _baseline_classify),
         TaskKind("tag", "named-entity recognition / token classification", (".jsonl", ".json", ".conll", ".bio",
                                                                             ".txt"),
-                 _read_tag, _build_tag, _tag_from_spec),
+                 _read_tag, _build_tag, _tag_from_spec, _baseline_tag),
         TaskKind("relate", "relation between two marked entities of a text", (".jsonl",),
-                 _read_relate, _build_relate, _relate_from_spec),
+                 _read_relate, _build_relate, _relate_from_spec, _baseline_relate),
         TaskKind("qa", "extractive question answering (SQuAD 1.1 / 2.0, CMRC 2018 JSON)", (".json",),
-                 _read_qa, _build_qa, _qa_from_spec),
+                 _read_qa, _build_qa, _qa_from_spec, _baseline_qa),
     )
 }
 
