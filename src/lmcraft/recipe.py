@@ -145,13 +145,13 @@ def run_recipe(recipe: Recipe) -> dict[str, Any]:
                                    train=recipe.finetune, task=recipe.task,
                                    max_train_examples=recipe.max_train_examples, baseline=False)
     examples, _ = load_splits(finetune_base)
-    if recipe.max_train_examples > 0:
-        examples["train"] = examples["train"][: recipe.max_train_examples]
-    if recipe.data.pretrain_on_train_text:
+    if recipe.data.pretrain_on_train_text:  # all of the training text: unlabelled text costs nothing
         train_text = data_dir / "train_text.txt"
         train_text.write_text("".join(ex.text.replace("\n", " ") + "\n" for ex in examples["train"]),
                               encoding="utf-8")
         corpus.append(train_text)
+    if recipe.max_train_examples > 0:  # the labelled budget of the fine-tuned models and the baseline
+        examples["train"] = examples["train"][: recipe.max_train_examples]
     done("data")
 
     stage("tokenizer")
