@@ -156,7 +156,11 @@ class Tag:
         return emissions.gather(1, index)
 
     def loss_sum(self, model: Model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        emissions = self.emissions(model, batch).float()  # (B, T, C)
+        return self.loss_from_emissions(model, self.emissions(model, batch).float(), batch)
+
+    def loss_from_emissions(self, model: Model, emissions: torch.Tensor,
+                            batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The summed loss given the tag scores at every token, (B, T, C)."""
         if self.crf:
             crf = model.heads[self.head].crf
             words = self.word_scores(emissions, batch)  # (B, W, C)
@@ -230,9 +234,9 @@ class TagMetrics:
 
     @torch.no_grad()
     def update(self, model: Model, batch: dict[str, torch.Tensor]) -> None:
-        self.loss += float(self.task.loss_sum(model, batch))
+        paths, emissions = self.task.decode(model, batch)
+        self.loss += float(self.task.loss_from_emissions(model, emissions, batch))
         self.words += self.task.n_targets(batch)
-        paths, _ = self.task.decode(model, batch)
         names = self.task.labels
         index = {t: i for i, t in enumerate(self.types)}
         for path, gold_row, n in zip(paths, batch["word_labels"].tolist(), batch["word_mask"].sum(1).tolist(),
