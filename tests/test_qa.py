@@ -364,8 +364,10 @@ def test_the_baseline_returns_the_sentence_that_shares_the_rare_words(zh: list, 
 
 def test_head_spec_and_options() -> None:
     task = ExtractiveQA(pad_id=0)
-    assert task.head_spec() == {"kind": "span", "max_answer_tokens": 30, "doc_stride": 64}
+    assert task.head_spec() == {"kind": "span", "max_answer_tokens": 30, "doc_stride": 64, "null_answers": True}
     assert ExtractiveQA.from_head_spec(task.head_spec(), pad_id=0) == task
+    v1 = ExtractiveQA(pad_id=0, null_answers=False)  # SQuAD 1.1 / CMRC: a saved model keeps always answering
+    assert ExtractiveQA.from_head_spec(v1.head_spec(), pad_id=0).null_answers is False
     assert (task.metric, task.greater_is_better, task.n_best) == ("f1", True, 20)
     with pytest.raises(ValueError, match="selects on"):
         ExtractiveQA(pad_id=0, metric="accuracy")
