@@ -135,6 +135,7 @@ def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
                                         predictions=out / "test_predictions.jsonl")
         summary["wall_time_s"]["test"] = time.perf_counter() - t0
     if cfg.baseline and "test" in examples:
+        print(f"fitting the classic {cfg.task} baseline on the same split (skip with --no-baseline)", flush=True)
         t0 = time.perf_counter()
         summary["baseline"] = kind.baseline(examples)
         summary["wall_time_s"]["baseline"] = time.perf_counter() - t0
