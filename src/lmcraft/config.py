@@ -99,6 +99,9 @@ class PretrainConfig:
     out: str = opt("runs/pretrain", "run directory; the best model is written to OUT/best")
     dev_fraction: float = opt(0.02, "share of the packed blocks held out for dev MLM loss")
     mask_rate: float = opt(0.15, "share of tokens selected for MLM")
+    whole_word: bool = opt(False, "whole-word masking: mask all tokens of a word together (Chinese words from "
+                                  "jieba, WordPiece ## pieces with their word); mask_rate is then the share of words")
+    user_dict: str = opt("", "whole-word masking: a jieba user dictionary of domain words (one word a line)")
     model: ModelOptions = field(default_factory=ModelOptions)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(lr=1e-3, max_steps=1000))
 

@@ -14,7 +14,8 @@ from lmcraft.data.readers import read_corpus
 from lmcraft.model.heads import Model
 from lmcraft.model.io import count_parameters, save_model_dir
 from lmcraft.model.transformer import TransformerConfig
-from lmcraft.objectives.mlm import MaskedLM, pack
+from lmcraft.objectives.mlm import MaskedLM, pack, pack_words
+from lmcraft.objectives.words import word_starts
 from lmcraft.runcard import write_run_card
 from lmcraft.tokenizer import TextTokenizer
 from lmcraft.train.loop import train
@@ -29,8 +30,14 @@ def run_pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     start = time.perf_counter()
     tokenizer = TextTokenizer.load(cfg.tokenizer)
     lines = read_corpus(cfg.corpus)
-    token_lists = tokenizer.encode(lines, max_len=None, special_tokens=False)
-    blocks = pack(token_lists, block=cfg.model.max_len, cls_id=tokenizer.cls_id, sep_id=tokenizer.sep_id)
+    blocks: list[Any]
+    if cfg.whole_word:
+        token_lists, starts = word_starts(tokenizer, lines, user_dict=cfg.user_dict or None)
+        blocks = pack_words(token_lists, starts, block=cfg.model.max_len, cls_id=tokenizer.cls_id,
+                            sep_id=tokenizer.sep_id)
+    else:
+        token_lists = tokenizer.encode(lines, max_len=None, special_tokens=False)
+        blocks = pack(token_lists, block=cfg.model.max_len, cls_id=tokenizer.cls_id, sep_id=tokenizer.sep_id)
     if len(blocks) < 2:
         raise ValueError(f"the corpus gives only {len(blocks)} block(s) of {cfg.model.max_len} tokens; "
                          "give more text or a smaller --max-len")

@@ -1,7 +1,8 @@
 """Masked language modelling (BERT, Devlin et al. 2019).
 
 15% of the ordinary (non-special, non-padding) tokens are chosen afresh for every batch (dynamic
-masking, as in RoBERTa). Of those, 80% become [MASK], 10% a random token and 10% stay as they are; the
+masking, as in RoBERTa); with whole-word masking (``objectives/words.py``) 15% of the words, all of their
+tokens together. Of those, 80% become [MASK], 10% a random token and 10% stay as they are; the
 loss is the cross-entropy at the chosen positions only.
 """
 
@@ -30,9 +31,17 @@ def mask_tokens(
     ids: torch.Tensor,  # (B, T) original token ids
     *, special_ids: Sequence[int], mask_id: int, vocab_size: int, generator: torch.Generator,
     rate: float = 0.15, mask_share: float = 0.8, random_share: float = 0.1,
+    word_starts: torch.Tensor | None = None,  # (B, T) bool: the token starts a word (whole-word masking)
 ) -> MaskedBatch:
     maskable = ~torch.isin(ids, torch.tensor(list(special_ids), dtype=ids.dtype))
-    selected = (torch.rand(ids.shape, generator=generator) < rate) & maskable  # (B, T)
+    draw = torch.rand(ids.shape, generator=generator)  # (B, T)
+    if word_starts is not None:
+        # Every token takes the draw of the token that starts its word, so a word is chosen whole; each
+        # word is chosen with probability `rate`, which keeps the expected share of masked tokens at `rate`.
+        positions = torch.arange(ids.shape[1]).expand_as(ids)
+        first_of_word = torch.where(word_starts, positions, torch.zeros_like(positions)).cummax(1).values
+        draw = draw.gather(1, first_of_word)
+    selected = (draw < rate) & maskable  # (B, T)
     labels = torch.where(selected, ids, torch.full_like(ids, IGNORE))
     roll = torch.rand(ids.shape, generator=generator)
     to_mask = selected & (roll < mask_share)
@@ -62,10 +71,16 @@ class MaskedLM:
     def head_spec(self) -> dict[str, object]:
         return {"kind": "mlm"}
 
-    def collate(self, items: Sequence[Sequence[int]], generator: torch.Generator) -> dict[str, torch.Tensor]:
-        ids, padding_mask = pad(items, self.pad_id)
+    def collate(self, items: Sequence[Sequence[int] | WordBlock],
+                generator: torch.Generator) -> dict[str, torch.Tensor]:
+        starts = None
+        if items and isinstance(items[0], WordBlock):  # whole-word masking
+            starts, _ = pad([it.starts for it in items], 1)  # type: ignore[union-attr]
+            items = [it.ids for it in items]  # type: ignore[union-attr]
+        ids, padding_mask = pad(items, self.pad_id)  # type: ignore[arg-type]
         masked = mask_tokens(ids, special_ids=self.special_ids, mask_id=self.mask_id,
-                             vocab_size=self.vocab_size, generator=generator, rate=self.rate)
+                             vocab_size=self.vocab_size, generator=generator, rate=self.rate,
+                             word_starts=None if starts is None else starts.bool())
         batch = {"input_ids": masked.input_ids, "labels": masked.labels}
         if not bool(padding_mask.all()):
             batch["padding_mask"] = padding_mask
@@ -113,6 +128,29 @@ class MLMMetrics:
         n = max(self.count, 1)
         loss = self.loss / n
         return {"loss": loss, "perplexity": float(torch.tensor(loss).exp()), "accuracy": self.correct / n}
+
+
+@dataclass
+class WordBlock:
+    """A packed block and, per token, whether it starts a word (for whole-word masking)."""
+
+    ids: list[int]
+    starts: list[bool]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def pack_words(sequences: Sequence[Sequence[int]], starts: Sequence[Sequence[bool]], *, block: int, cls_id: int,
+               sep_id: int) -> list[WordBlock]:
+    """``pack`` that carries the word-start flags along (special tokens are words of their own)."""
+    ids = pack(sequences, block=block, cls_id=cls_id, sep_id=sep_id)
+    flags: list[bool] = []
+    for seq_flags in starts:
+        flags.extend(seq_flags)
+        flags.append(True)  # the [SEP] after every sequence
+    body = block - 2
+    return [WordBlock(blk, [True, *flags[i * body : (i + 1) * body], True]) for i, blk in enumerate(ids)]
 
 
 def pack(sequences: Sequence[Sequence[int]], *, block: int, cls_id: int, sep_id: int) -> list[list[int]]:
