@@ -102,6 +102,10 @@ class PretrainConfig:
     whole_word: bool = opt(False, "whole-word masking: mask all tokens of a word together (Chinese words from "
                                   "jieba, WordPiece ## pieces with their word); mask_rate is then the share of words")
     user_dict: str = opt("", "whole-word masking: a jieba user dictionary of domain words (one word a line)")
+    init: str = opt("", "continue pretraining this model directory (lmcraft's or a Hugging Face BERT-style one) "
+                        "instead of a new model; its tokenizer and architecture are used")
+    add_words: str = opt("", "with --init: a file of domain words (one a line) to add to the tokenizer as whole "
+                             "tokens; their embeddings start at the mean of their old pieces'")
     model: ModelOptions = field(default_factory=ModelOptions)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(lr=1e-3, max_steps=1000))
 

@@ -12,8 +12,9 @@ import torch
 from lmcraft.config import PretrainConfig, to_dict
 from lmcraft.data.readers import read_corpus
 from lmcraft.model.heads import Model
-from lmcraft.model.io import count_parameters, save_model_dir
+from lmcraft.model.io import count_parameters, load_model_dir, save_model_dir
 from lmcraft.model.transformer import TransformerConfig
+from lmcraft.model.vocab import extend_vocabulary, read_words
 from lmcraft.objectives.mlm import MaskedLM, pack, pack_words
 from lmcraft.objectives.words import word_starts
 from lmcraft.runcard import write_run_card
@@ -21,25 +22,50 @@ from lmcraft.tokenizer import TextTokenizer
 from lmcraft.train.loop import train
 
 
+def start_pretraining(cfg: PretrainConfig) -> tuple[Model, TextTokenizer, int, list[str]]:
+    """A new model of --size with --tokenizer, or --init's model (its MLM head, or a new one) with its own
+    tokenizer, extended by --add-words. Returns (model, tokenizer, block length, words added)."""
+    torch.manual_seed(cfg.train.seed)
+    if not cfg.init:
+        if cfg.add_words:
+            raise ValueError("--add-words extends the vocabulary of an existing model: give --init MODEL_DIR")
+        tokenizer = TextTokenizer.load(cfg.tokenizer)
+        arch = TransformerConfig.from_size(
+            cfg.model.size, tokenizer.vocab_size, max_len=cfg.model.max_len, norm_first=cfg.model.norm_first,
+            position=cfg.model.position, dropout=cfg.model.dropout, pad_id=tokenizer.pad_id,
+        )
+        return Model(arch, {"mlm": {"kind": "mlm"}}), tokenizer, cfg.model.max_len, []
+    model, tokenizer, _ = load_model_dir(cfg.init)
+    if model.cfg.causal:
+        raise ValueError(f"{cfg.init} is a decoder; masked-LM pretraining continues encoders (BERT-style)")
+    model.heads = torch.nn.ModuleDict({k: v for k, v in model.heads.items() if k == "mlm"})  # task heads idle
+    model.head_specs = {k: v for k, v in model.head_specs.items() if k == "mlm"}
+    if "mlm" not in model.heads:
+        model.add_head("mlm", {"kind": "mlm"})
+    added = extend_vocabulary(model, tokenizer, read_words(cfg.add_words)) if cfg.add_words else []
+    model.train()
+    return model, tokenizer, min(model.cfg.max_tokens, cfg.model.max_len), added
+
+
 def run_pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     """Pretrain an encoder with MLM; returns a summary with the best dev metrics and wall times."""
     if not cfg.corpus:
         raise ValueError("pretraining needs a corpus: give --corpus FILE [FILE ...]")
-    if not cfg.tokenizer:
-        raise ValueError("pretraining needs a tokenizer: give --tokenizer DIR (see `lmcraft tokenizer train`)")
+    if not cfg.tokenizer and not cfg.init:
+        raise ValueError("pretraining needs a tokenizer: give --tokenizer DIR (see `lmcraft tokenizer train`), or "
+                         "--init MODEL_DIR to continue pretraining a model")
     start = time.perf_counter()
-    tokenizer = TextTokenizer.load(cfg.tokenizer)
+    model, tokenizer, max_len, added = start_pretraining(cfg)
     lines = read_corpus(cfg.corpus)
     blocks: list[Any]
     if cfg.whole_word:
         token_lists, starts = word_starts(tokenizer, lines, user_dict=cfg.user_dict or None)
-        blocks = pack_words(token_lists, starts, block=cfg.model.max_len, cls_id=tokenizer.cls_id,
-                            sep_id=tokenizer.sep_id)
+        blocks = pack_words(token_lists, starts, block=max_len, cls_id=tokenizer.cls_id, sep_id=tokenizer.sep_id)
     else:
         token_lists = tokenizer.encode(lines, max_len=None, special_tokens=False)
-        blocks = pack(token_lists, block=cfg.model.max_len, cls_id=tokenizer.cls_id, sep_id=tokenizer.sep_id)
+        blocks = pack(token_lists, block=max_len, cls_id=tokenizer.cls_id, sep_id=tokenizer.sep_id)
     if len(blocks) < 2:
-        raise ValueError(f"the corpus gives only {len(blocks)} block(s) of {cfg.model.max_len} tokens; "
+        raise ValueError(f"the corpus gives only {len(blocks)} block(s) of {max_len} tokens; "
                          "give more text or a smaller --max-len")
     order = torch.randperm(len(blocks), generator=torch.Generator().manual_seed(cfg.train.seed)).tolist()
     n_dev = max(1, int(len(blocks) * cfg.dev_fraction))
@@ -47,16 +73,12 @@ def run_pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     train_blocks = [blocks[i] for i in order[n_dev:]]
     prepare_s = time.perf_counter() - start
 
-    torch.manual_seed(cfg.train.seed)
-    arch = TransformerConfig.from_size(
-        cfg.model.size, tokenizer.vocab_size, max_len=cfg.model.max_len, norm_first=cfg.model.norm_first,
-        position=cfg.model.position, dropout=cfg.model.dropout, pad_id=tokenizer.pad_id,
-    )
     objective = MaskedLM(special_ids=tokenizer.special_ids, mask_id=tokenizer.mask_id, pad_id=tokenizer.pad_id,
                          vocab_size=tokenizer.vocab_size, rate=cfg.mask_rate)
-    model = Model(arch, {objective.head: objective.head_spec()})
+    what = f"continuing {cfg.init}" + (f", {len(added)} words added" if added else "") if cfg.init else \
+        f"model {cfg.model.size}"
     print(f"pretrain: {len(lines):,} lines → {len(train_blocks):,} train / {len(dev):,} dev blocks of "
-          f"{cfg.model.max_len} tokens; model {cfg.model.size}, {count_parameters(model) / 1e6:.1f}M parameters")
+          f"{max_len} tokens; {what}, {count_parameters(model) / 1e6:.1f}M parameters")
     out = Path(cfg.out)
     result = train(model, objective, train_blocks, dev, cfg.train, run_dir=out,
                    save_best=lambda path, state: save_model_dir(path, model, tokenizer, state=state,
@@ -66,7 +88,7 @@ def run_pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     summary = {
         "stage": "pretrain", "model_dir": str(out / "best"), "steps": result.steps, "best_step": result.best_step,
         "dev": {k: v for k, v in result.best_metrics.items() if k in ("loss", "perplexity", "accuracy")},
-        "train_blocks": len(train_blocks), "tokens_per_block": cfg.model.max_len,
+        "train_blocks": len(train_blocks), "tokens_per_block": max_len, "added_words": len(added),
         "wall_time_s": {"prepare": prepare_s, "train": result.seconds},
     }
     write_run_card(out / "best", stage="pretrain", config=to_dict(cfg), data=cfg.corpus, seed=cfg.train.seed,
