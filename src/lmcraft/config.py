@@ -106,6 +106,9 @@ class PretrainConfig:
                         "instead of a new model; its tokenizer and architecture are used")
     add_words: str = opt("", "with --init: a file of domain words (one a line) to add to the tokenizer as whole "
                              "tokens; their embeddings start at the mean of their old pieces'")
+    replay: list[str] = opt([], "general text to mix into a domain corpus (continued pretraining), against "
+                                "forgetting; its held-out loss is reported next to the domain's")
+    replay_ratio: float = opt(0.2, "with --replay: the share of training blocks taken from the general text")
     model: ModelOptions = field(default_factory=ModelOptions)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(lr=1e-3, max_steps=1000))
 

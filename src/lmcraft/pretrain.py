@@ -15,11 +15,13 @@ from lmcraft.model.heads import Model
 from lmcraft.model.io import count_parameters, load_model_dir, save_model_dir
 from lmcraft.model.transformer import TransformerConfig
 from lmcraft.model.vocab import extend_vocabulary, read_words
+from lmcraft.objectives.mix import CorpusMix, Sourced
 from lmcraft.objectives.mlm import MaskedLM, pack, pack_words
 from lmcraft.objectives.words import word_starts
 from lmcraft.runcard import write_run_card
 from lmcraft.tokenizer import TextTokenizer
-from lmcraft.train.loop import train
+from lmcraft.train.distributed import Distributed, TaskModule
+from lmcraft.train.loop import evaluate, train
 
 
 def start_pretraining(cfg: PretrainConfig) -> tuple[Model, TextTokenizer, int, list[str]]:
@@ -47,16 +49,8 @@ def start_pretraining(cfg: PretrainConfig) -> tuple[Model, TextTokenizer, int, l
     return model, tokenizer, min(model.cfg.max_tokens, cfg.model.max_len), added
 
 
-def run_pretrain(cfg: PretrainConfig) -> dict[str, Any]:
-    """Pretrain an encoder with MLM; returns a summary with the best dev metrics and wall times."""
-    if not cfg.corpus:
-        raise ValueError("pretraining needs a corpus: give --corpus FILE [FILE ...]")
-    if not cfg.tokenizer and not cfg.init:
-        raise ValueError("pretraining needs a tokenizer: give --tokenizer DIR (see `lmcraft tokenizer train`), or "
-                         "--init MODEL_DIR to continue pretraining a model")
-    start = time.perf_counter()
-    model, tokenizer, max_len, added = start_pretraining(cfg)
-    lines = read_corpus(cfg.corpus)
+def make_blocks(cfg: PretrainConfig, tokenizer: TextTokenizer, lines: list[str], max_len: int) -> list[Any]:
+    """Packed blocks of ``max_len`` tokens (with word-start flags for whole-word masking)."""
     blocks: list[Any]
     if cfg.whole_word:
         token_lists, starts = word_starts(tokenizer, lines, user_dict=cfg.user_dict or None)
@@ -67,16 +61,52 @@ def run_pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     if len(blocks) < 2:
         raise ValueError(f"the corpus gives only {len(blocks)} block(s) of {max_len} tokens; "
                          "give more text or a smaller --max-len")
-    order = torch.randperm(len(blocks), generator=torch.Generator().manual_seed(cfg.train.seed)).tolist()
-    n_dev = max(1, int(len(blocks) * cfg.dev_fraction))
-    dev = [blocks[i] for i in order[:n_dev]]
-    train_blocks = [blocks[i] for i in order[n_dev:]]
+    return blocks
+
+
+def split_blocks(blocks: list[Any], dev_fraction: float, seed: int) -> tuple[list[Any], list[Any]]:
+    """(dev, train): a seeded share of the blocks held out."""
+    order = torch.randperm(len(blocks), generator=torch.Generator().manual_seed(seed)).tolist()
+    n_dev = max(1, int(len(blocks) * dev_fraction))
+    return [blocks[i] for i in order[:n_dev]], [blocks[i] for i in order[n_dev:]]
+
+
+def run_pretrain(cfg: PretrainConfig) -> dict[str, Any]:
+    """Pretrain an encoder with MLM; returns a summary with the best dev metrics and wall times."""
+    if not cfg.corpus:
+        raise ValueError("pretraining needs a corpus: give --corpus FILE [FILE ...]")
+    if not cfg.tokenizer and not cfg.init:
+        raise ValueError("pretraining needs a tokenizer: give --tokenizer DIR (see `lmcraft tokenizer train`), or "
+                         "--init MODEL_DIR to continue pretraining a model")
+    start = time.perf_counter()
+    model, tokenizer, max_len, added = start_pretraining(cfg)
+    lines = read_corpus(cfg.corpus)
+    blocks = make_blocks(cfg, tokenizer, lines, max_len)
+    dev, train_blocks = split_blocks(blocks, cfg.dev_fraction, cfg.train.seed)
+    if cfg.replay:
+        if not 0 < cfg.replay_ratio < 1:
+            raise ValueError(f"replay_ratio must lie in (0, 1) with --replay, got {cfg.replay_ratio}")
+        general_dev, general_train = split_blocks(make_blocks(cfg, tokenizer, read_corpus(cfg.replay), max_len),
+                                                  cfg.dev_fraction, cfg.train.seed)
+        # replay_ratio of the training blocks are general text: n_general / (n_domain + n_general) = ratio
+        n_general = round(len(train_blocks) * cfg.replay_ratio / (1 - cfg.replay_ratio))
+        pick = torch.randint(len(general_train), (n_general,), generator=torch.Generator().manual_seed(cfg.train.seed))
+        train_blocks = [Sourced(0, b) for b in train_blocks] + [Sourced(1, general_train[i]) for i in pick.tolist()]
+        dev = [Sourced(0, b) for b in dev] + [Sourced(1, b) for b in general_dev]
     prepare_s = time.perf_counter() - start
 
-    objective = MaskedLM(special_ids=tokenizer.special_ids, mask_id=tokenizer.mask_id, pad_id=tokenizer.pad_id,
-                         vocab_size=tokenizer.vocab_size, rate=cfg.mask_rate)
+    objective: Any = MaskedLM(special_ids=tokenizer.special_ids, mask_id=tokenizer.mask_id, pad_id=tokenizer.pad_id,
+                              vocab_size=tokenizer.vocab_size, rate=cfg.mask_rate)
+    if cfg.replay:
+        objective = CorpusMix(objective, ["domain", "general"])
+    before = None
+    if cfg.init:  # where continued pretraining starts: the held-out losses before any update
+        before = evaluate(TaskModule(model, objective), objective, dev, cfg.train, Distributed(), desc="before")
+        model.train()
     what = f"continuing {cfg.init}" + (f", {len(added)} words added" if added else "") if cfg.init else \
         f"model {cfg.model.size}"
+    if cfg.replay:
+        what += f"; {cfg.replay_ratio:.0%} of the training blocks replay general text"
     print(f"pretrain: {len(lines):,} lines → {len(train_blocks):,} train / {len(dev):,} dev blocks of "
           f"{max_len} tokens; {what}, {count_parameters(model) / 1e6:.1f}M parameters")
     out = Path(cfg.out)
@@ -87,11 +117,14 @@ def run_pretrain(cfg: PretrainConfig) -> dict[str, Any]:
         return {"stage": "pretrain", "rank": "worker"}
     summary = {
         "stage": "pretrain", "model_dir": str(out / "best"), "steps": result.steps, "best_step": result.best_step,
-        "dev": {k: v for k, v in result.best_metrics.items() if k in ("loss", "perplexity", "accuracy")},
+        "dev": {k: v for k, v in result.best_metrics.items() if k.rpartition("/")[2] in ("loss", "perplexity",
+                                                                                          "accuracy")},
+        **({"dev_before": before} if before is not None else {}),
         "train_blocks": len(train_blocks), "tokens_per_block": max_len, "added_words": len(added),
         "wall_time_s": {"prepare": prepare_s, "train": result.seconds},
     }
-    write_run_card(out / "best", stage="pretrain", config=to_dict(cfg), data=cfg.corpus, seed=cfg.train.seed,
+    write_run_card(out / "best", stage="pretrain", config=to_dict(cfg), data=[*cfg.corpus, *cfg.replay],
+                   seed=cfg.train.seed,
                    wall_time_s=summary["wall_time_s"], metrics={"dev": summary["dev"]})
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     return summary

@@ -69,3 +69,32 @@ def test_continued_pretraining_with_added_words(tokenizer: TextTokenizer, people
     assert config["architecture"]["vocab_size"] == tokenizer.vocab_size + 2
     with pytest.raises(ValueError, match="give --init MODEL_DIR"):
         run_pretrain(PretrainConfig(corpus=[str(corpus)], tokenizer=str(base), add_words=str(words)))
+
+
+def test_replay_mixes_general_text_and_reports_both_losses(tokenizer: TextTokenizer, peoples_daily: Path,
+                                                           sentiment_dir: Path, tmp_path: Path) -> None:
+    base = tmp_path / "base"
+    save_model_dir(base, Model(tiny_config(vocab_size=tokenizer.vocab_size, max_len=64), {"mlm": {"kind": "mlm"}}),
+                   tokenizer)
+    domain = tmp_path / "reviews.txt"
+    reviews = [json.loads(x)["text"] for x in (sentiment_dir / "train.jsonl").read_text(encoding="utf-8").splitlines()]
+    domain.write_text("\n".join(reviews[:400]) + "\n", encoding="utf-8")
+    general = tmp_path / "news.txt"
+    general.write_text("\n".join(peoples_daily.read_text(encoding="utf-8").splitlines()[:400]) + "\n",
+                       encoding="utf-8")
+    summary = run_pretrain(PretrainConfig(corpus=[str(domain)], replay=[str(general)], replay_ratio=0.25,
+                                          init=str(base), out=str(tmp_path / "pt"), dev_fraction=0.1,
+                                          model=ModelOptions(max_len=64),
+                                          train=TrainConfig(lr=1e-3, max_steps=4, eval_every=2, batch_size=8,
+                                                            progress=False, tensorboard=False)))
+    for metrics in (summary["dev_before"], summary["dev"]):
+        assert {"domain/loss", "general/loss", "domain/perplexity"} <= set(metrics)
+        assert metrics["domain/loss"] != metrics["general/loss"]  # each corpus is scored on its own blocks
+    history = [json.loads(x) for x in (tmp_path / "pt" / "metrics.jsonl").read_text().splitlines()]
+    assert any("general/loss" in h for h in history if h["split"] == "dev")
+    # the best checkpoint is chosen on the domain's loss
+    best = min((h for h in history if h["split"] == "dev"), key=lambda h: h["domain/loss"])
+    assert summary["best_step"] == best["step"]
+    with pytest.raises(ValueError, match=r"replay_ratio must lie in \(0, 1\)"):
+        run_pretrain(PretrainConfig(corpus=[str(domain)], replay=[str(general)], replay_ratio=1.0, init=str(base),
+                                    out=str(tmp_path / "x")))
