@@ -26,7 +26,7 @@ lmcraft carries a Transformer language model through the whole process:
 
   data        prepare built-in datasets (lmcraft data list) or check your own files
   tokenizer   train a WordPiece or byte-level BPE tokenizer on a corpus
-  pretrain    pretrain an encoder with masked language modelling
+  pretrain    pretrain an encoder (masked LM) or a decoder (causal LM), or continue pretraining
   finetune    fine-tune a model (or train from scratch): classify, tag (NER), relate, qa
   multitask   fine-tune one backbone on several tasks at once, a head per task
   fewshot     head vs prompt-based fine-tuning with k = 8..64 examples per class
@@ -310,10 +310,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_arguments(p, TokenizerConfig)
     p.set_defaults(func=cmd_tokenizer_train)
 
-    p = sub.add_parser("pretrain", help="pretrain an encoder with masked language modelling",
-                       description="Pack the corpus into blocks, pretrain with dynamic 80/10/10 masking of 15%% "
-                                   "of tokens (loss at masked positions only), keep the best checkpoint by dev "
-                                   "MLM loss in OUT/best.")
+    p = sub.add_parser("pretrain", help="pretrain an encoder (masked LM) or a decoder (causal LM)",
+                       description="Pack the corpus into blocks and pretrain: MLM with dynamic 80/10/10 masking of "
+                                   "15%% of tokens or words (--whole-word), loss at masked positions only; or CLM "
+                                   "(--objective clm) with packed documents that never attend to each other. "
+                                   "--init continues pretraining a saved model on domain text (--add-words extends "
+                                   "its vocabulary, --replay mixes general text back in). The best checkpoint by "
+                                   "dev loss is OUT/best.")
     add_arguments(p, PretrainConfig)
     p.set_defaults(func=cmd_pretrain)
 

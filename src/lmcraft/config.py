@@ -98,6 +98,8 @@ class PretrainConfig:
     tokenizer: str = opt("", "directory or file of tokenizer.json")
     out: str = opt("runs/pretrain", "run directory; the best model is written to OUT/best")
     dev_fraction: float = opt(0.02, "share of the packed blocks held out for dev MLM loss")
+    objective: str = opt("mlm", "mlm (masked LM, an encoder) or clm (causal LM, a decoder; documents packed into "
+                                "blocks without attending to each other)")
     mask_rate: float = opt(0.15, "share of tokens selected for MLM")
     whole_word: bool = opt(False, "whole-word masking: mask all tokens of a word together (Chinese words from "
                                   "jieba, WordPiece ## pieces with their word); mask_rate is then the share of words")

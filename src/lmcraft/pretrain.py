@@ -1,4 +1,5 @@
-"""The pretraining stage: corpus → packed token blocks → masked language modelling → ``OUT/best``."""
+"""The pretraining stage: corpus → packed token blocks → masked (or causal) language modelling → ``OUT/best``;
+also continued pretraining of a saved model on a domain corpus, with vocabulary extension and replay."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from lmcraft.model.heads import Model
 from lmcraft.model.io import count_parameters, load_model_dir, save_model_dir
 from lmcraft.model.transformer import TransformerConfig
 from lmcraft.model.vocab import extend_vocabulary, read_words
+from lmcraft.objectives.clm import CausalLM, pack_documents
 from lmcraft.objectives.mix import CorpusMix, Sourced
 from lmcraft.objectives.mlm import MaskedLM, pack, pack_words
 from lmcraft.objectives.words import word_starts
@@ -28,6 +30,11 @@ def start_pretraining(cfg: PretrainConfig) -> tuple[Model, TextTokenizer, int, l
     """A new model of --size with --tokenizer, or --init's model (its MLM head, or a new one) with its own
     tokenizer, extended by --add-words. Returns (model, tokenizer, block length, words added)."""
     torch.manual_seed(cfg.train.seed)
+    if cfg.objective not in ("mlm", "clm"):
+        raise ValueError(f"objective must be mlm or clm, not {cfg.objective!r}")
+    if cfg.objective == "clm" and (cfg.whole_word or cfg.replay or cfg.add_words):
+        raise ValueError("--whole-word, --replay and --add-words go with the mlm objective")
+    head = {"mlm": {"kind": "mlm"}} if cfg.objective == "mlm" else {"lm": {"kind": "lm", "tied": True}}
     if not cfg.init:
         if cfg.add_words:
             raise ValueError("--add-words extends the vocabulary of an existing model: give --init MODEL_DIR")
@@ -35,15 +42,19 @@ def start_pretraining(cfg: PretrainConfig) -> tuple[Model, TextTokenizer, int, l
         arch = TransformerConfig.from_size(
             cfg.model.size, tokenizer.vocab_size, max_len=cfg.model.max_len, norm_first=cfg.model.norm_first,
             position=cfg.model.position, dropout=cfg.model.dropout, pad_id=tokenizer.pad_id,
+            causal=cfg.objective == "clm",
         )
-        return Model(arch, {"mlm": {"kind": "mlm"}}), tokenizer, cfg.model.max_len, []
+        return Model(arch, head), tokenizer, cfg.model.max_len, []
     model, tokenizer, _ = load_model_dir(cfg.init)
-    if model.cfg.causal:
-        raise ValueError(f"{cfg.init} is a decoder; masked-LM pretraining continues encoders (BERT-style)")
-    model.heads = torch.nn.ModuleDict({k: v for k, v in model.heads.items() if k == "mlm"})  # task heads idle
-    model.head_specs = {k: v for k, v in model.head_specs.items() if k == "mlm"}
-    if "mlm" not in model.heads:
-        model.add_head("mlm", {"kind": "mlm"})
+    if model.cfg.causal != (cfg.objective == "clm"):
+        kind = "a decoder" if model.cfg.causal else "an encoder"
+        raise ValueError(f"{cfg.init} is {kind}; --objective {cfg.objective} continues "
+                         f"{'decoders' if cfg.objective == 'clm' else 'encoders'}")
+    name = next(iter(head))
+    model.heads = torch.nn.ModuleDict({k: v for k, v in model.heads.items() if k == name})  # task heads idle
+    model.head_specs = {k: v for k, v in model.head_specs.items() if k == name}
+    if name not in model.heads:
+        model.add_head(name, head[name])
     added = extend_vocabulary(model, tokenizer, read_words(cfg.add_words)) if cfg.add_words else []
     model.train()
     return model, tokenizer, min(model.cfg.max_tokens, cfg.model.max_len), added
@@ -52,7 +63,10 @@ def start_pretraining(cfg: PretrainConfig) -> tuple[Model, TextTokenizer, int, l
 def make_blocks(cfg: PretrainConfig, tokenizer: TextTokenizer, lines: list[str], max_len: int) -> list[Any]:
     """Packed blocks of ``max_len`` tokens (with word-start flags for whole-word masking)."""
     blocks: list[Any]
-    if cfg.whole_word:
+    if cfg.objective == "clm":
+        token_lists = tokenizer.encode(lines, max_len=None, special_tokens=False)
+        blocks = pack_documents(token_lists, block=max_len, eos_id=tokenizer.sep_id)
+    elif cfg.whole_word:
         token_lists, starts = word_starts(tokenizer, lines, user_dict=cfg.user_dict or None)
         blocks = pack_words(token_lists, starts, block=max_len, cls_id=tokenizer.cls_id, sep_id=tokenizer.sep_id)
     else:
@@ -95,8 +109,9 @@ def run_pretrain(cfg: PretrainConfig) -> dict[str, Any]:
         dev = [Sourced(0, b) for b in dev] + [Sourced(1, b) for b in general_dev]
     prepare_s = time.perf_counter() - start
 
-    objective: Any = MaskedLM(special_ids=tokenizer.special_ids, mask_id=tokenizer.mask_id, pad_id=tokenizer.pad_id,
-                              vocab_size=tokenizer.vocab_size, rate=cfg.mask_rate)
+    objective: Any = CausalLM() if cfg.objective == "clm" else MaskedLM(
+        special_ids=tokenizer.special_ids, mask_id=tokenizer.mask_id, pad_id=tokenizer.pad_id,
+        vocab_size=tokenizer.vocab_size, rate=cfg.mask_rate)
     if cfg.replay:
         objective = CorpusMix(objective, ["domain", "general"])
     before = None

@@ -317,6 +317,15 @@ class Block(nn.Module):
         return self._sublayer(x, self.ffn_norm, self.ffn)
 
 
+def positions_in_documents(document_ids: torch.Tensor) -> torch.Tensor:
+    """(B, T) document ids of packed sequences -> each token's position within its own document."""
+    index = torch.arange(document_ids.shape[1], device=document_ids.device).expand_as(document_ids)
+    starts = torch.ones_like(document_ids, dtype=torch.bool)
+    starts[:, 1:] = document_ids[:, 1:] != document_ids[:, :-1]
+    first = torch.where(starts, index, torch.zeros_like(index)).cummax(1).values  # (B, T) start of own document
+    return index - first
+
+
 def attention_mask(
     padding_mask: torch.Tensor | None, length: int, *, causal: bool, device: torch.device, offset: int = 0
 ) -> tuple[torch.Tensor | None, bool]:
@@ -379,11 +388,14 @@ class Transformer(nn.Module):
         cache: KVCache | None = None,  # keys and values of earlier positions (generation)
         memory: torch.Tensor | None = None,  # (B, S, D) encoder output for cross-attention
         memory_padding_mask: torch.Tensor | None = None,  # (B, S)
+        document_ids: torch.Tensor | None = None,  # (B, T): packed documents; none attends to another
     ) -> torch.Tensor:
         length = input_ids.shape[1]
         offset = cache.length if cache is not None else 0
         if position_ids is None and offset:
             position_ids = torch.arange(offset, offset + length, device=input_ids.device)[None]
+        if document_ids is not None and position_ids is None:
+            position_ids = positions_in_documents(document_ids)  # every document starts at position 0
         x = self.embed(input_ids, segment_ids, position_ids)  # (B, T, D)
         rotary = None
         if self.rotary is not None:
@@ -391,6 +403,14 @@ class Transformer(nn.Module):
                 position_ids = torch.arange(length, device=input_ids.device)[None]
             rotary = self.rotary(position_ids)
         mask, is_causal = attention_mask(padding_mask, length, causal=self.cfg.causal, device=x.device, offset=offset)
+        if document_ids is not None:
+            if cache is not None:
+                raise ValueError("packed documents (document_ids) are for training, not for cached generation")
+            same = (document_ids[:, :, None] == document_ids[:, None, :])[:, None]  # (B, 1, T, T)
+            if is_causal:
+                mask = torch.ones(length, length, dtype=torch.bool, device=x.device).tril()[None, None]
+            mask = same if mask is None else mask & same
+            is_causal = False
         memory_mask = None
         if memory_padding_mask is not None and not bool(memory_padding_mask.all()):
             memory_mask = memory_padding_mask.bool()[:, None, None, :]  # (B, 1, 1, S)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -104,9 +105,10 @@ class MaskedLM:
 
 
 class MLMMetrics:
-    """Mean loss and accuracy over masked positions, accumulated batch by batch."""
+    """Mean loss and accuracy over the predicted positions (masked tokens; next tokens for CLM), accumulated
+    batch by batch. ``objective._logits(model, batch)`` gives those positions' logits and targets."""
 
-    def __init__(self, objective: MaskedLM) -> None:
+    def __init__(self, objective: Any) -> None:
         self.objective = objective
         self.loss = 0.0
         self.correct = 0
