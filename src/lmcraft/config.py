@@ -101,6 +101,8 @@ class PretrainConfig:
     objective: str = opt("mlm", "mlm (masked LM, an encoder) or clm (causal LM, a decoder; documents packed into "
                                 "blocks without attending to each other)")
     mask_rate: float = opt(0.15, "share of tokens selected for MLM")
+    sentence_task: str = opt("", "with mlm: also nsp (next-sentence prediction) or sop (sentence-order prediction) "
+                                 "on sentence pairs cut from each corpus line (a document)")
     whole_word: bool = opt(False, "whole-word masking: mask all tokens of a word together (Chinese words from "
                                   "jieba, WordPiece ## pieces with their word); mask_rate is then the share of words")
     user_dict: str = opt("", "whole-word masking: a jieba user dictionary of domain words (one word a line)")

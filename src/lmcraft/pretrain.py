@@ -19,6 +19,7 @@ from lmcraft.model.vocab import extend_vocabulary, read_words
 from lmcraft.objectives.clm import CausalLM, pack_documents
 from lmcraft.objectives.mix import CorpusMix, Sourced
 from lmcraft.objectives.mlm import MaskedLM, pack, pack_words
+from lmcraft.objectives.nsp import LABELS, PairedMLM, encode_pairs, make_pairs
 from lmcraft.objectives.words import word_starts
 from lmcraft.runcard import write_run_card
 from lmcraft.tokenizer import TextTokenizer
@@ -32,9 +33,15 @@ def start_pretraining(cfg: PretrainConfig) -> tuple[Model, TextTokenizer, int, l
     torch.manual_seed(cfg.train.seed)
     if cfg.objective not in ("mlm", "clm"):
         raise ValueError(f"objective must be mlm or clm, not {cfg.objective!r}")
-    if cfg.objective == "clm" and (cfg.whole_word or cfg.replay or cfg.add_words):
-        raise ValueError("--whole-word, --replay and --add-words go with the mlm objective")
-    head = {"mlm": {"kind": "mlm"}} if cfg.objective == "mlm" else {"lm": {"kind": "lm", "tied": True}}
+    if cfg.objective == "clm" and (cfg.whole_word or cfg.replay or cfg.add_words or cfg.sentence_task):
+        raise ValueError("--whole-word, --replay, --add-words and --sentence-task go with the mlm objective")
+    if cfg.sentence_task and (cfg.whole_word or cfg.replay):
+        raise ValueError("--sentence-task trains on sentence pairs; it does not combine with --whole-word or --replay")
+    head: dict[str, dict[str, object]] = {"mlm": {"kind": "mlm"}} if cfg.objective == "mlm" else \
+        {"lm": {"kind": "lm", "tied": True}}
+    if cfg.sentence_task:
+        head[cfg.sentence_task] = {"kind": "classify", "n_labels": 2, "labels": LABELS[cfg.sentence_task],
+                                   "pooling": "pooler"}
     if not cfg.init:
         if cfg.add_words:
             raise ValueError("--add-words extends the vocabulary of an existing model: give --init MODEL_DIR")
@@ -50,11 +57,11 @@ def start_pretraining(cfg: PretrainConfig) -> tuple[Model, TextTokenizer, int, l
         kind = "a decoder" if model.cfg.causal else "an encoder"
         raise ValueError(f"{cfg.init} is {kind}; --objective {cfg.objective} continues "
                          f"{'decoders' if cfg.objective == 'clm' else 'encoders'}")
-    name = next(iter(head))
-    model.heads = torch.nn.ModuleDict({k: v for k, v in model.heads.items() if k == name})  # task heads idle
-    model.head_specs = {k: v for k, v in model.head_specs.items() if k == name}
-    if name not in model.heads:
-        model.add_head(name, head[name])
+    model.heads = torch.nn.ModuleDict({k: v for k, v in model.heads.items() if k in head})  # task heads idle
+    model.head_specs = {k: v for k, v in model.head_specs.items() if k in head}
+    for name, spec in head.items():
+        if name not in model.heads:
+            model.add_head(name, spec)
     added = extend_vocabulary(model, tokenizer, read_words(cfg.add_words)) if cfg.add_words else []
     model.train()
     return model, tokenizer, min(model.cfg.max_tokens, cfg.model.max_len), added
@@ -95,7 +102,12 @@ def run_pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     start = time.perf_counter()
     model, tokenizer, max_len, added = start_pretraining(cfg)
     lines = read_corpus(cfg.corpus)
-    blocks = make_blocks(cfg, tokenizer, lines, max_len)
+    if cfg.sentence_task:  # sentence pairs, one per document, instead of packed blocks
+        if cfg.sentence_task not in LABELS:
+            raise ValueError(f"sentence_task must be nsp or sop, not {cfg.sentence_task!r}")
+        blocks: list[Any] = encode_pairs(tokenizer, make_pairs(lines, cfg.sentence_task, cfg.train.seed), max_len)
+    else:
+        blocks = make_blocks(cfg, tokenizer, lines, max_len)
     dev, train_blocks = split_blocks(blocks, cfg.dev_fraction, cfg.train.seed)
     if cfg.replay:
         if not 0 < cfg.replay_ratio < 1:
@@ -114,6 +126,8 @@ def run_pretrain(cfg: PretrainConfig) -> dict[str, Any]:
         vocab_size=tokenizer.vocab_size, rate=cfg.mask_rate)
     if cfg.replay:
         objective = CorpusMix(objective, ["domain", "general"])
+    if cfg.sentence_task:
+        objective = PairedMLM(objective, cfg.sentence_task)
     before = None
     if cfg.init:  # where continued pretraining starts: the held-out losses before any update
         before = evaluate(TaskModule(model, objective), objective, dev, cfg.train, Distributed(), desc="before")
@@ -132,8 +146,8 @@ def run_pretrain(cfg: PretrainConfig) -> dict[str, Any]:
         return {"stage": "pretrain", "rank": "worker"}
     summary = {
         "stage": "pretrain", "model_dir": str(out / "best"), "steps": result.steps, "best_step": result.best_step,
-        "dev": {k: v for k, v in result.best_metrics.items() if k.rpartition("/")[2] in ("loss", "perplexity",
-                                                                                          "accuracy")},
+        "dev": {k: v for k, v in result.best_metrics.items()
+                if k.rpartition("/")[2] in ("loss", "perplexity", "accuracy") or k.endswith("_accuracy")},
         **({"dev_before": before} if before is not None else {}),
         "train_blocks": len(train_blocks), "tokens_per_block": max_len, "added_words": len(added),
         "wall_time_s": {"prepare": prepare_s, "train": result.seconds},

@@ -116,7 +116,10 @@ class MLMMetrics:
 
     @torch.no_grad()
     def update(self, model: Model, batch: dict[str, torch.Tensor]) -> None:
-        logits, targets = self.objective._logits(model, batch)
+        self.add(*self.objective._logits(model, batch))
+
+    def add(self, logits: torch.Tensor, targets: torch.Tensor) -> None:
+        """Count predictions: logits (N, V) at the N predicted positions, their targets (N,)."""
         self.loss += float(F.cross_entropy(logits.float(), targets, reduction="sum"))
         self.correct += int((logits.argmax(-1) == targets).sum())
         self.count += int(targets.numel())
