@@ -258,7 +258,8 @@ def train(
         shards = [dist.shard(idx) for idx in group]
         micro = [(task.collate([train_items[i] for i in idx], generator), real) for idx, real in shards]
         local_targets = sum(task.n_targets(b) for b, real in micro if real)
-        local_tokens = sum(_tokens(b) for b, real in micro if real)
+        count_tokens = getattr(task, "n_tokens", _tokens)  # an encoder-decoder counts both of its inputs
+        local_tokens = sum(count_tokens(b) for b, real in micro if real)
         n_targets, tokens = dist.sum([local_targets, local_tokens])
         if n_targets == 0:
             return False
