@@ -95,6 +95,6 @@ def test_replay_mixes_general_text_and_reports_both_losses(tokenizer: TextTokeni
     # the best checkpoint is chosen on the domain's loss
     best = min((h for h in history if h["split"] == "dev"), key=lambda h: h["domain/loss"])
     assert summary["best_step"] == best["step"]
-    with pytest.raises(ValueError, match=r"replay_ratio must lie in \(0, 1\)"):
+    with pytest.raises(ValueError, match=r"replay_ratio must lie in \[0, 1\)"):
         run_pretrain(PretrainConfig(corpus=[str(domain)], replay=[str(general)], replay_ratio=1.0, init=str(base),
                                     out=str(tmp_path / "x")))

@@ -112,7 +112,8 @@ class PretrainConfig:
                              "tokens; their embeddings start at the mean of their old pieces'")
     replay: list[str] = opt([], "general text to mix into a domain corpus (continued pretraining), against "
                                 "forgetting; its held-out loss is reported next to the domain's")
-    replay_ratio: float = opt(0.2, "with --replay: the share of training blocks taken from the general text")
+    replay_ratio: float = opt(0.2, "with --replay: the share of training blocks taken from the general text (0: "
+                                   "train on the domain only, but still report the general text's held-out loss)")
     model: ModelOptions = field(default_factory=ModelOptions)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(lr=1e-3, max_steps=1000))
 

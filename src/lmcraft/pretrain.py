@@ -110,8 +110,8 @@ def run_pretrain(cfg: PretrainConfig) -> dict[str, Any]:
         blocks = make_blocks(cfg, tokenizer, lines, max_len)
     dev, train_blocks = split_blocks(blocks, cfg.dev_fraction, cfg.train.seed)
     if cfg.replay:
-        if not 0 < cfg.replay_ratio < 1:
-            raise ValueError(f"replay_ratio must lie in (0, 1) with --replay, got {cfg.replay_ratio}")
+        if not 0 <= cfg.replay_ratio < 1:
+            raise ValueError(f"replay_ratio must lie in [0, 1) with --replay, got {cfg.replay_ratio}")
         general_dev, general_train = split_blocks(make_blocks(cfg, tokenizer, read_corpus(cfg.replay), max_len),
                                                   cfg.dev_fraction, cfg.train.seed)
         # replay_ratio of the training blocks are general text: n_general / (n_domain + n_general) = ratio
