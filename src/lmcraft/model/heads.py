@@ -170,6 +170,4 @@ class Model(nn.Module):
         document_ids: torch.Tensor | None = None,  # (B, T) packed documents that may not see each other
     ) -> torch.Tensor:
         """Hidden states of the backbone, (B, T, D); heads are applied by the task."""
-        if document_ids is not None:
-            return self.backbone(input_ids, padding_mask, segment_ids, document_ids=document_ids)
-        return self.backbone(input_ids, padding_mask, segment_ids)
+        return self.backbone(input_ids, padding_mask, segment_ids, document_ids=document_ids)

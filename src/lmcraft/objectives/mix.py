@@ -39,9 +39,6 @@ class CorpusMix:
         self.metric = f"{self.names[0]}/loss"
         self.greater_is_better = False
 
-    def head_spec(self) -> dict[str, object]:
-        return self.objective.head_spec()
-
     def collate(self, items: Sequence[Sourced], generator: torch.Generator) -> dict[str, torch.Tensor]:
         batch = self.objective.collate([it.block for it in items], generator)
         batch["source"] = torch.tensor([it.source for it in items])  # (B,)

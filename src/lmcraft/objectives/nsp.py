@@ -97,9 +97,6 @@ class PairedMLM:
     def n_targets(self, batch: dict[str, torch.Tensor]) -> int:
         return self.mlm.n_targets(batch)
 
-    def _logits(self, model: Model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        return self._both(model, batch)[0]
-
     def _both(self, model: Model, batch: dict[str, torch.Tensor]) -> tuple[tuple[torch.Tensor, torch.Tensor],
                                                                             torch.Tensor]:
         hidden = model(batch["input_ids"], batch["padding_mask"], batch["segment_ids"])  # (B, T, D)
