@@ -13,6 +13,7 @@ that comes with a Hugging Face checkpoint names its special tokens otherwise (``
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,16 @@ PAD, UNK, CLS, SEP, MASK = "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"
 SPECIAL_TOKENS = [PAD, UNK, CLS, SEP, MASK]  # ids 0..4 in this order
 KINDS = ("wordpiece", "bpe")
 ROLES_FILE = "special_tokens.json"  # written next to tokenizer.json when the roles are not the defaults
+
+
+# Word-piece decoding puts a space between every two words; Chinese text has none between characters.
+_CJK = r"\u3000-\u303f\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff00-\uffef"
+_SPACE_NEAR_CJK = re.compile(rf"(?<=[{_CJK}])\s+|\s+(?=[{_CJK}])")
+
+
+def without_cjk_spaces(text: str) -> str:
+    """``text`` without the spaces next to Chinese characters and punctuation."""
+    return _SPACE_NEAR_CJK.sub("", text).strip()
 
 
 def default_roles() -> dict[str, str | None]:
@@ -152,6 +163,13 @@ class TextTokenizer:
 
     def decode(self, ids: Sequence[int], *, skip_special_tokens: bool = True) -> str:
         return self.tokenizer.decode(list(ids), skip_special_tokens=skip_special_tokens)
+
+    def decode_text(self, ids: Sequence[int]) -> str:
+        """Generated tokens as text to show: byte-level BPE gives the text back exactly; word-piece decoding
+        has put spaces between all words, which are removed next to Chinese characters (spacing around
+        English punctuation stays as the word pieces left it)."""
+        text = self.decode(ids)
+        return without_cjk_spaces(text) if isinstance(self.tokenizer.decoder, decoders.WordPiece) else text
 
     def encode(
         self, texts: Sequence[str], pairs: Sequence[str] | None = None, *, max_len: int | None,

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from lmcraft.model.beam import beam_decode
 from lmcraft.model.heads import Model
 from lmcraft.model.transformer import EncoderDecoder, KVCache
 from lmcraft.tokenizer import TextTokenizer
@@ -150,26 +151,34 @@ def generate(
 ) -> list[str]:
     """The continuation of each prompt. ``on_text(row, piece)`` receives text as soon as it is decoded
     (streaming); a piece never ends inside a multi-byte character."""
-    eos = tokenizer.roles.get("sep")
-    eos_id = tokenizer.tokenizer.token_to_id(eos) if eos else None
-    rows = tokenizer.encode(list(prompts), max_len=None)
+    return generate_from_ids(model, tokenizer, tokenizer.encode(list(prompts), max_len=None), cfg, on_text=on_text)
+
+
+def generate_from_ids(
+    model: Model, tokenizer: TextTokenizer, rows: Sequence[Sequence[int]], cfg: GenerationConfig,
+    *, on_text: Callable[[int, str], None] | None = None, eos_id: int | None = None,
+) -> list[str]:
+    """``generate`` for prompts given as token ids; ``eos_id`` ends a row (default: the tokenizer's [SEP])."""
+    if eos_id is None:
+        eos = tokenizer.roles.get("sep")
+        eos_id = tokenizer.tokenizer.token_to_id(eos) if eos else None
     ids, mask = left_pad(rows, tokenizer.pad_id)
-    new: list[list[int]] = [[] for _ in prompts]
-    texts = [""] * len(prompts)
-    done = [False] * len(prompts)
+    new: list[list[int]] = [[] for _ in rows]
+    texts = [""] * len(rows)
+    done = [False] * len(rows)
     for token in generate_ids(model, ids, mask, cfg, eos_id=eos_id, pad_id=tokenizer.pad_id):
         for row, t in enumerate(token.tolist()):
             if done[row] or t == eos_id:
                 done[row] = True
                 continue
             new[row].append(t)
-            text = tokenizer.decode(new[row])
+            text = tokenizer.decode_text(new[row])
             if text.endswith("\ufffd"):  # a character whose bytes have not all come yet
                 continue
             hit = [text.index(s) for s in cfg.stop if s in text]
             if hit:
                 text, done[row] = text[: min(hit)], True
-            if on_text is not None and len(text) > len(texts[row]):
+            if on_text is not None and len(text) > len(texts[row]) and text.startswith(texts[row]):
                 on_text(row, text[len(texts[row]) :])
             texts[row] = text
         if all(done):
@@ -177,60 +186,18 @@ def generate(
     return texts
 
 
-@torch.inference_mode()
 def beam_search(
     model: EncoderDecoder, source_ids: torch.Tensor, source_mask: torch.Tensor | None = None, *, bos_id: int,
     eos_id: int | None, num_beams: int = 4, max_new_tokens: int = 64, length_penalty: float = 1.0,
 ) -> list[list[int]]:
-    """The highest-scoring target of each source (B, S) by beam search with the encoder-decoder.
-
-    Each step extends every live hypothesis by every token and keeps the ``num_beams`` best by summed
-    log-probability (the decoder's states are tied to its token embeddings for the output). A hypothesis
-    that emits ``eos_id`` is set aside with score sum / length ** ``length_penalty``; a source is done when
-    ``num_beams`` hypotheses are set aside. Returns the target tokens without the start and end tokens.
-    """
+    """The highest-scoring target of each source (B, S) by beam search with the encoder-decoder (the
+    decoder's states are tied to its token embeddings for the output); see ``beam.beam_decode``. Returns
+    the target tokens without the start and end tokens."""
     model.eval()
-    batch, k = source_ids.shape[0], num_beams
-    decoder = model.decoder
-    embedding = decoder.embed.token.weight  # (V, D)
-    memory = model.encoder(source_ids, source_mask).repeat_interleave(k, 0)  # (B·K, S, D)
-    memory_mask = source_mask.repeat_interleave(k, 0) if source_mask is not None else None
-    cache = KVCache(decoder.cfg, batch * k, max_new_tokens + 1, dtype=embedding.dtype)
-    tokens = torch.full((batch * k, 1), bos_id, dtype=torch.long)  # (B·K, t)
-    scores = torch.full((batch, k), float("-inf"))
-    scores[:, 0] = 0.0  # one live hypothesis per source at the start
-    finished: list[list[tuple[float, list[int]]]] = [[] for _ in range(batch)]
-    for step in range(max_new_tokens):
-        hidden = decoder(tokens[:, -1:], None, cache=cache, memory=memory, memory_padding_mask=memory_mask)
-        log_probs = torch.log_softmax((hidden[:, -1] @ embedding.T).float(), dim=-1)  # (B·K, V)
-        vocab = log_probs.shape[-1]
-        candidates = (scores.view(-1, 1) + log_probs).view(batch, k * vocab)
-        top_scores, top_index = candidates.topk(min(2 * k, k * vocab), dim=-1)  # (B, 2K)
-        next_scores = torch.full((batch, k), float("-inf"))
-        rows = torch.zeros((batch, k), dtype=torch.long)
-        next_tokens = torch.zeros((batch, k), dtype=torch.long)
-        for b in range(batch):
-            if len(finished[b]) >= k:
-                continue
-            kept = 0
-            for score, index in zip(top_scores[b].tolist(), top_index[b].tolist(), strict=True):
-                beam, token = divmod(index, vocab)
-                if score == float("-inf") or kept == k:
-                    break
-                if token == eos_id:
-                    finished[b].append((score / (step + 1) ** length_penalty, tokens[b * k + beam, 1:].tolist()))
-                    continue
-                next_scores[b, kept], rows[b, kept], next_tokens[b, kept] = score, b * k + beam, token
-                kept += 1
-        if all(len(f) >= k for f in finished):
-            break
-        index = rows.view(-1)
-        cache.reorder(index)
-        tokens = torch.cat([tokens[index], next_tokens.view(-1, 1)], dim=1)
-        scores = next_scores
-    length = tokens.shape[1] - 1
-    for b in range(batch):
-        if len(finished[b]) < k:  # the length limit came first: the live hypotheses count too
-            finished[b] += [(float(scores[b, j]) / max(length, 1) ** length_penalty, tokens[b * k + j, 1:].tolist())
-                            for j in range(k) if scores[b, j] > float("-inf")]
-    return [max(f, key=lambda item: item[0])[1] for f in finished]
+    with torch.inference_mode():
+        memory = model.encoder(source_ids, source_mask)  # (B, S, D)
+    start = torch.full((source_ids.shape[0], 1), bos_id, dtype=torch.long)
+    embedding = model.decoder.embed.token.weight  # (V, D)
+    return beam_decode(model.decoder, lambda hidden: hidden @ embedding.T, start, torch.ones_like(start),
+                       eos_id=eos_id, num_beams=num_beams, max_new_tokens=max_new_tokens,
+                       length_penalty=length_penalty, memory=memory, memory_mask=source_mask)

@@ -128,6 +128,28 @@ class SpanHead(nn.Module):
         return start, end
 
 
+class DecoderHead(nn.Module):
+    """The decoder of an encoder-decoder, carried as a head of the encoder: O = Decoder(Y, H), where H is
+    the backbone's output. It is a causal Transformer with cross-attention, of the backbone's width, with
+    token embeddings of its own (tied to its output projection). An encoder pretrained with MLM thus becomes
+    the encoder of a sequence-to-sequence model whose decoder learns from the start (as in BERT2BERT-style
+    warm starts), and the whole saves and loads as one model directory."""
+
+    def __init__(self, cfg: TransformerConfig, n_layer: int = 0) -> None:
+        super().__init__()
+        overrides = {"causal": True, "cross_attention": True, "n_segment": 0, "n_layer": n_layer or cfg.n_layer}
+        self.decoder = Transformer(TransformerConfig(**{**cfg.to_dict(), **overrides}))
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        # hidden (..., D) -> logits (..., V), tied to the decoder's token embeddings
+        return hidden @ self.decoder.embed.token.weight.T
+
+    def forward(self, target_ids: torch.Tensor, target_mask: torch.Tensor | None, memory: torch.Tensor,
+                memory_mask: torch.Tensor | None) -> torch.Tensor:
+        # target_ids (B, T), memory (B, S, D) -> decoder states (B, T, D)
+        return self.decoder(target_ids, target_mask, memory=memory, memory_padding_mask=memory_mask)
+
+
 class Model(nn.Module):
     """A backbone with named heads. ``head_specs`` maps a head name to what builds it, e.g.
     ``{"mlm": {"kind": "mlm"}, "classify": {"kind": "classify", "n_labels": 2}}``; it is stored in
@@ -153,9 +175,11 @@ class Model(nn.Module):
             return SpanHead(self.cfg)
         if kind == "relate":
             return RelationHead(self.cfg, int(spec["n_labels"]))  # type: ignore[arg-type]
+        if kind == "decoder":
+            return DecoderHead(self.cfg, int(spec.get("n_layer", 0)))  # type: ignore[arg-type]
         if kind == "classify":
             return ClassificationHead(self.cfg, int(spec["n_labels"]), str(spec.get("pooling", "cls")))  # type: ignore[arg-type]
-        raise ValueError(f"unknown head kind {kind!r}; known: mlm, lm, classify, tag, span, relate")
+        raise ValueError(f"unknown head kind {kind!r}; known: mlm, lm, classify, tag, span, relate, decoder")
 
     def add_head(self, name: str, spec: dict[str, object]) -> None:
         """Put a new head on the backbone (e.g. a classifier on a pretrained encoder)."""

@@ -42,22 +42,43 @@ def extend_vocabulary(model: Model, tokenizer: TextTokenizer, words: Sequence[st
     added = tokenizer.tokenizer.add_tokens(list(pieces))
     if added != len(pieces) or tokenizer.vocab_size != old_size + added:
         raise ValueError(f"the tokenizer took {added} of {len(pieces)} new words; the vocabulary is inconsistent")
+    _grow(model, old_size, list(pieces.values()))
+    return list(pieces)
+
+
+@torch.no_grad()
+def add_special_tokens(model: Model, tokenizer: TextTokenizer, tokens: Sequence[str]) -> list[str]:
+    """Add ``tokens`` (e.g. chat role tokens) as special tokens, never split and skipped when decoding, if the
+    tokenizer lacks them; their embedding rows start at the mean of all old rows. Returns the tokens added."""
+    missing = [t for t in tokens if tokenizer.tokenizer.token_to_id(t) is None]
+    if not missing:
+        return []
+    old_size = tokenizer.vocab_size
+    if tokenizer.tokenizer.add_special_tokens(missing) != len(missing):
+        raise ValueError(f"the tokenizer did not take the special tokens {missing}")
+    _grow(model, old_size, [list(range(old_size))] * len(missing))
+    return missing
+
+
+def _grow(model: Model, old_size: int, sources: Sequence[Sequence[int]]) -> None:
+    """Grow the token embeddings and every output layer over the vocabulary by one row per entry of
+    ``sources``, each the mean of the old rows it names."""
+    added = len(sources)
     embedding = model.backbone.embed.token
     if embedding.num_embeddings != old_size:
         raise ValueError(f"the model's embedding has {embedding.num_embeddings} rows but the tokenizer "
                          f"{old_size} tokens; they must match before extending")
-    rows = torch.stack([embedding.weight[ids].mean(0) for ids in pieces.values()])  # (N, D)
+    rows = torch.stack([embedding.weight[list(ids)].mean(0) for ids in sources])  # (N, D)
     grown = nn.Embedding(old_size + added, embedding.embedding_dim, padding_idx=embedding.padding_idx)
     grown.weight.copy_(torch.cat([embedding.weight, rows]))
     model.backbone.embed.token = grown
     for head in model.heads.values():
         if isinstance(head, MaskedLMHead):  # tied weights grow with the embedding; the bias grows here
-            bias = torch.stack([head.bias[ids].mean() for ids in pieces.values()])
+            bias = torch.stack([head.bias[list(ids)].mean() for ids in sources])
             head.bias = nn.Parameter(torch.cat([head.bias, bias]))
         elif isinstance(head, LMHead) and head.proj is not None:
             proj = nn.Linear(head.proj.in_features, old_size + added, bias=False)
-            extra = torch.stack([head.proj.weight[ids].mean(0) for ids in pieces.values()])
+            extra = torch.stack([head.proj.weight[list(ids)].mean(0) for ids in sources])
             proj.weight.copy_(torch.cat([head.proj.weight, extra]))
             head.proj = proj
     model.cfg.vocab_size = old_size + added
-    return list(pieces)
