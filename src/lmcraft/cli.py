@@ -27,13 +27,15 @@ lmcraft carries a Transformer language model through the whole process:
   data        prepare built-in datasets (lmcraft data list) or check your own files
   tokenizer   train a WordPiece or byte-level BPE tokenizer on a corpus
   pretrain    pretrain an encoder (masked LM) or a decoder (causal LM), or continue pretraining
-  finetune    fine-tune a model (or train from scratch): classify, tag (NER), relate, qa
+  finetune    fine-tune a model (or train from scratch): classify, tag (NER), relate, qa, seq2seq, chat;
+              all weights or LoRA adapters (--lora-rank)
   multitask   fine-tune one backbone on several tasks at once, a head per task
   fewshot     head vs prompt-based fine-tuning with k = 8..64 examples per class
   evaluate    metrics of a saved model on a labelled file
   predict     labels, entities, relations or answers for new inputs
   export      write a model directory in the Hugging Face layout
   generate    continue a prompt with a decoder
+  chat        talk to a dialogue model (fine-tuned with --task chat) in the terminal
   run         the whole process from a YAML recipe (e.g. recipes/quickstart-zh.yaml)
 
 Every stage writes a directory that the next one reads; a model directory holds config.json,
@@ -145,12 +147,12 @@ def _task_of(model: object, head: str | None = None) -> tuple[str, object]:
     from lmcraft.tasks.kinds import head_kind_task, task_kind
 
     specs = model.head_specs  # type: ignore[attr-defined]
-    names = [head] if head else [n for n, spec in specs.items() if spec.get("kind") in ("classify", "tag", "relate",
-                                                                                         "span")]
+    names = [head] if head else [n for n, spec in specs.items()
+                                 if spec.get("kind") in ("classify", "tag", "relate", "span") or "task" in spec]
     if not names or names[0] not in specs:
         raise ValueError(f"this model has no task head{' ' + repr(head) if head else ''} (heads: "
                          f"{sorted(specs) or 'none'}); fine-tune it first with `lmcraft finetune`")
-    task_name = head_kind_task(str(specs[names[0]]["kind"]))
+    task_name = str(specs[names[0]].get("task") or head_kind_task(str(specs[names[0]]["kind"])))
     task = task_kind(task_name).from_spec(specs[names[0]], model.cfg.pad_id)  # type: ignore[attr-defined]
     task.head = names[0]
     return task_name, task
@@ -162,6 +164,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     model, tokenizer = _load_for_inference(args)
     task_name, task = _task_of(model, args.head)
+    if args.num_beams:
+        task.num_beams = args.num_beams  # type: ignore[attr-defined]
     if task_name == "classify":
         examples = read_examples(args.data, Fields(args.text_field, args.label_field, args.pair_field or None))
         check_labels(args.data, examples, task.labels, args.label_field)  # type: ignore[attr-defined]
@@ -192,6 +196,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     task_name, task = _task_of(model, args.head)
     if task_name in ("relate", "qa"):
         return _predict_structured(args, model, tokenizer, task_name, task)
+    if task_name in ("seq2seq", "chat"):
+        return _predict_generated(args, model, tokenizer, task)
     examples = [Example(text=t) for t in args.texts]
     if args.file:
         if Path(args.file).suffix.lower() in (".jsonl", ".json", ".csv", ".tsv"):
@@ -212,6 +218,37 @@ def cmd_predict(args: argparse.Namespace) -> int:
                               "probabilities": {name: round(p, 4) for name, p in zip(labels, row, strict=True)}},
                              ensure_ascii=False))
     return 0
+
+
+def _predict_generated(args: argparse.Namespace, model: object, tokenizer: object, task: object) -> int:
+    """Outputs of a seq2seq model for each source (a chat model answers each text as a first message)."""
+    sources = list(args.texts)
+    if args.file:
+        lines = Path(args.file).read_text(encoding="utf-8").splitlines()
+        sources += [line.strip() for line in lines if line.strip()]
+    chat = task.task == "chat"  # type: ignore[attr-defined]
+    if chat:
+        from lmcraft.data.chat import Turn
+
+    prompts = [[Turn("user", s)] for s in sources] if chat else sources
+    outputs = task.generate(model, tokenizer, prompts, max_len=model.input_tokens,  # type: ignore[attr-defined]
+                            num_beams=args.num_beams, progress=len(sources) > 100)
+    for source, output in zip(sources, outputs, strict=True):
+        print(json.dumps({"source": source, "output": output}, ensure_ascii=False))
+    return 0
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    from lmcraft.chat import ChatSession, chat_task, run_chat
+    from lmcraft.model.generate import GenerationConfig
+    from lmcraft.model.io import load_model_dir
+
+    model, tokenizer, _ = load_model_dir(args.model_dir)
+    task = chat_task(model)
+    cfg = GenerationConfig(max_new_tokens=args.max_new_tokens or task.max_target_tokens + 1,
+                           temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
+                           repetition_penalty=args.repetition_penalty, seed=args.seed)
+    return run_chat(ChatSession(model, tokenizer, cfg, system=args.system))
 
 
 def _predict_structured(args: argparse.Namespace, model: object, tokenizer: object, task_name: str,
@@ -320,12 +357,16 @@ def build_parser() -> argparse.ArgumentParser:
     add_arguments(p, PretrainConfig)
     p.set_defaults(func=cmd_pretrain)
 
-    p = sub.add_parser("finetune", help="fine-tune for classification, NER, relations or extractive QA",
+    p = sub.add_parser("finetune", help="fine-tune for classification, NER, relations, QA, seq2seq or chat",
                        description="Fine-tune --init MODEL_DIR (or train from scratch with --tokenizer) for --task "
                                    "on DATA/train.*, select the best checkpoint on DATA/dev.* (kept as OUT/best, "
                                    "with early stopping), and evaluate it on DATA/test.* when present. Tasks: "
                                    "classify (text or pair → label), tag (named entities, BIO/BIOES, optional CRF), "
-                                   "relate (two marked entities → relation), qa (SQuAD / CMRC 2018 JSON).")
+                                   "relate (two marked entities → relation), qa (SQuAD / CMRC 2018 JSON), seq2seq "
+                                   "(JSONL source/target: translation, headlines; a decoder, or an encoder with a "
+                                   "decoder head; beam search at test, BLEU / chrF / ROUGE), chat (JSONL "
+                                   "conversations; the loss on the assistant's turns). --lora-rank R trains "
+                                   "low-rank adapters only and saves them merged.")
     add_arguments(p, FinetuneConfig)
     p.set_defaults(func=cmd_finetune)
 
@@ -361,6 +402,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--head", default=None, help="which task head to use when the model has several (multi-task)")
     p.add_argument("--json", default=None, help="write the metrics as JSON to this file")
     p.add_argument("--int8", action="store_true", help="int8 dynamic quantization of the linear layers (CPU)")
+    p.add_argument("--num-beams", type=int, default=None,
+                   help="seq2seq / chat models: beams of beam search (default: the model's own setting)")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("predict", help="predict with a fine-tuned model",
@@ -369,11 +412,13 @@ def build_parser() -> argparse.ArgumentParser:
                                    "(from --file, JSONL with head and tail spans), a QA model's answer (from --file, "
                                    "SQuAD / CMRC JSON).")
     p.add_argument("model_dir", help="a model directory")
-    p.add_argument("texts", nargs="*", help="texts to classify")
+    p.add_argument("texts", nargs="*", help="texts to classify, tag, or give a seq2seq / chat model")
     p.add_argument("--file", default=None, help="a text file (one text a line) or a .jsonl/.csv/.tsv file")
     p.add_argument("--text-field", default="text", help="field holding the text in --file (default: text)")
     p.add_argument("--head", default=None, help="which task head to use when the model has several (multi-task)")
     p.add_argument("--int8", action="store_true", help="int8 dynamic quantization of the linear layers (CPU)")
+    p.add_argument("--num-beams", type=int, default=None,
+                   help="seq2seq / chat models: beams of beam search (default: the model's own setting)")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("export", help="write a model directory in the Hugging Face layout",
@@ -403,6 +448,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the sampling (default: 0)")
     p.add_argument("--no-cache", action="store_true", help="recompute the whole prefix at each step (slow)")
     p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("chat", help="talk to a dialogue model in the terminal, the answer streamed",
+                       description="An interactive chat with a model fine-tuned with `lmcraft finetune --task chat`: "
+                                   "each line you type is a user turn; the answer is printed as it is generated "
+                                   "(greedy by default, --temperature > 0 samples). /reset starts over, /quit "
+                                   "or Ctrl-D leaves.")
+    p.add_argument("model_dir", help="a model directory fine-tuned for chat")
+    p.add_argument("--system", default="", help="a system message that opens the conversation")
+    p.add_argument("--max-new-tokens", type=int, default=0,
+                   help="the longest answer in tokens (default: the longest the model was trained on)")
+    p.add_argument("--temperature", type=float, default=0.0, help="0 is greedy; higher samples more freely")
+    p.add_argument("--top-k", type=int, default=0, help="sample among the k most likely tokens (0: all)")
+    p.add_argument("--top-p", type=float, default=1.0, help="sample among the tokens that make up probability p")
+    p.add_argument("--repetition-penalty", type=float, default=1.2,
+                   help="> 1 makes tokens already in the conversation less likely (default: 1.2)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the sampling (default: 0)")
+    p.set_defaults(func=cmd_chat)
 
     p = sub.add_parser("run", help="run the whole process from a YAML recipe",
                        description="Data → tokenizer → pretraining → fine-tuning → test evaluation → saved "

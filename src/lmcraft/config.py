@@ -132,7 +132,8 @@ class FinetuneConfig:
     label_field: str = opt("label", "field holding the label")
     max_train_examples: int = opt(0, "train on the first N training examples only (0: all); for quick tries")
     task: str = opt("classify", "what to learn: classify (texts or pairs), tag (named entities), relate "
-                                "(relation between two marked entities) or qa (extractive question answering)")
+                                "(relation between two marked entities), qa (extractive question answering), "
+                                "seq2seq (source → target text: translation, headlines) or chat (conversations)")
     metric: str = opt("", "dev metric that selects the best checkpoint; empty: the task's own (classify: accuracy "
                           "or macro_f1; tag: f1)")
     pooling: str = opt("auto", POOLING_HELP)
@@ -141,8 +142,23 @@ class FinetuneConfig:
     label_all: bool = opt(False, "tag: put the loss on every sub-token of a word, not only the first (BIO)")
     doc_stride: int = opt(64, "qa: context tokens that neighbouring windows of a long context share")
     max_answer_tokens: int = opt(30, "qa: the longest answer, in tokens")
+    source_field: str = opt("source", "seq2seq: field holding the source text")
+    target_field: str = opt("target", "seq2seq: field holding the target text")
+    layout: str = opt("decoder", "seq2seq: decoder (one causal model, loss on the target only) or encoder-decoder "
+                                 "(the backbone encodes, a decoder head writes); chat is always decoder")
+    decoder_layers: int = opt(0, "encoder-decoder: the decoder head's depth (0: as deep as the encoder)")
+    label_smoothing: float = opt(0.1, "seq2seq/chat: label smoothing ε of the target tokens' cross-entropy")
+    max_target_tokens: int = opt(64, "seq2seq/chat: longer targets are cut in training; the longest output")
+    num_beams: int = opt(4, "seq2seq/chat: beams of beam search at test time (1: greedy)")
+    length_penalty: float = opt(1.0, "seq2seq/chat: beam scores are divided by length ** this (0: none)")
+    lora_rank: int = opt(0, "train low-rank adapters of this rank instead of all weights (0: full fine-tuning); "
+                            "the saved model has them merged back")
+    lora_alpha: float = opt(16.0, "LoRA: the adapters' scale is alpha / rank")
+    lora_targets: list[str] = opt([], "LoRA: patterns of the linear layers to adapt (default: the attention "
+                                      "projections)")
     baseline: bool = opt(True, "also fit the task's classic baseline on the same split and report it next to the "
-                               "model (TF-IDF + LR, a feature CRF for tags, sentence overlap for QA)")
+                               "model (TF-IDF + LR, a feature CRF for tags, sentence overlap for QA, copying and a "
+                               "translation memory for seq2seq)")
     model: ModelOptions = field(default_factory=ModelOptions)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(lr=1e-4, epochs=3.0))
 

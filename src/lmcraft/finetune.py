@@ -59,25 +59,46 @@ def evaluate_test(model: Model, tokenizer: TextTokenizer, task: Any, examples: S
                                  head=task.head)
     items = task.encode(tokenizer, examples, max_len)
     metrics = evaluate(TaskModule(model, task), task, items, cfg.train, Distributed(), desc="test")
+    if hasattr(task, "test_report"):  # generation: decode every test case, score the outputs
+        generated, records = task.test_report(model, tokenizer, examples, max_len=max_len,
+                                              progress=cfg.train.progress)
+        if predictions is not None:
+            write_jsonl(predictions, records)
+        flat = {f"{k}_{name}" if isinstance(v, dict) else k: (v[name] if isinstance(v, dict) else v)
+                for k, v in generated.items() for name in (v if isinstance(v, dict) else [None])}
+        return {**{f"target_{k}": v for k, v in metrics.items()}, **flat, "n": len(records)}
     if predictions is not None:
         write_jsonl(predictions, task.prediction_records(model, tokenizer, examples, max_len))
     return {**metrics, "n": len(examples)}
 
 
+def needs_decoder(cfg: FinetuneConfig) -> bool:
+    """Whether the task trains a decoder-only (causal) model."""
+    return cfg.task == "chat" or (cfg.task == "seq2seq" and cfg.layout == "decoder")
+
+
 def start_model(cfg: FinetuneConfig) -> tuple[Model, TextTokenizer, int, dict | None, dict | None]:
     """The model fine-tuning starts from: --init's weights (or only its architecture with --random-init), or
-    a fresh model of --size with --tokenizer. Returns (model without heads, tokenizer, input length, the
-    checkpoint's pretrained BERT pooler if any, the parent's run card if any)."""
+    a fresh model of --size with --tokenizer. Returns (model without task heads, tokenizer, input length, the
+    checkpoint's pretrained BERT pooler if any, the parent's run card if any). A decoder keeps its language-
+    model head, which generation tasks fine-tune."""
     torch.manual_seed(cfg.train.seed)
     pooler = parent_card = None
+    causal = needs_decoder(cfg)
     if cfg.init:
-        model, tokenizer, _ = load_model_dir(cfg.init, heads=False)
+        model, tokenizer, _ = load_model_dir(cfg.init, heads=causal)
+        if model.cfg.causal != causal:
+            want = "a decoder (causal LM)" if causal else "an encoder"
+            raise ValueError(f"{cfg.init} is {'a decoder' if model.cfg.causal else 'an encoder'}, but --task "
+                             f"{cfg.task}{' --layout ' + cfg.layout if cfg.task == 'seq2seq' else ''} needs {want}")
+        for name in [n for n in model.head_specs if n != "lm"]:
+            del model.heads[name], model.head_specs[name]
         card = resolve_model_dir(cfg.init) / "run_card.json"
         parent_card = json.loads(card.read_text(encoding="utf-8")) if card.exists() else None
         max_len = min(model.cfg.max_tokens, cfg.model.max_len)
         if cfg.random_init:  # the same architecture and tokenizer, fresh weights
             model = Model(model.cfg, {})
-        else:
+        elif not causal:
             pooler = pretrained_pooler(resolve_model_dir(cfg.init))
     else:
         if not cfg.tokenizer:
@@ -85,12 +106,37 @@ def start_model(cfg: FinetuneConfig) -> tuple[Model, TextTokenizer, int, dict | 
         tokenizer = TextTokenizer.load(cfg.tokenizer)
         arch = TransformerConfig.from_size(
             cfg.model.size, tokenizer.vocab_size, max_len=cfg.model.max_len, norm_first=cfg.model.norm_first,
-            position=cfg.model.position, dropout=cfg.model.dropout, pad_id=tokenizer.pad_id,
+            position=cfg.model.position, dropout=cfg.model.dropout, pad_id=tokenizer.pad_id, causal=causal,
         )
         model = Model(arch, {})
         max_len = cfg.model.max_len
     model.input_tokens = max_len  # prediction later cuts inputs where training did
     return model, tokenizer, max_len, pooler, parent_card
+
+
+def _saver(model: Model, tokenizer: TextTokenizer) -> Any:
+    def save_best(path: Path, state: dict[str, torch.Tensor]) -> None:
+        save_model_dir(path, model, tokenizer, state=state, extra={"stage": "finetune"})
+    return save_best
+
+
+def _lora(model: Model, tokenizer: TextTokenizer, cfg: FinetuneConfig) -> Any:
+    """Put low-rank adapters on ``model`` (everything else frozen, the new task head trained); the returned
+    saver writes the best model with the adapters merged into their layers, so that it loads as a plain model."""
+    from lmcraft.model.lora import LoraConfig, apply_lora, merged_state_dict, trainable_report
+
+    options: dict[str, Any] = {"rank": cfg.lora_rank, "alpha": cfg.lora_alpha}
+    if cfg.lora_targets:
+        options["targets"] = list(cfg.lora_targets)
+    adapted = apply_lora(model, LoraConfig(**options))
+    report = trainable_report(model)
+    print(f"LoRA rank {cfg.lora_rank} on {len(adapted)} layers: {report['trainable']:,} of {report['total']:,} "
+          f"parameters trained ({report['trainable_percent']:.2f}%)")
+
+    def save_best(path: Path, state: dict[str, torch.Tensor]) -> None:
+        save_model_dir(path, model, tokenizer, state=merged_state_dict(model, state),
+                       extra={"stage": "finetune", "lora": {**options, **report}})
+    return save_best
 
 
 def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
@@ -101,25 +147,37 @@ def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     if cfg.max_train_examples > 0:
         examples["train"] = examples["train"][: cfg.max_train_examples]
     model, tokenizer, max_len, pooler, parent_card = start_model(cfg)
+    if cfg.task == "chat":
+        from lmcraft.model.vocab import add_special_tokens
+        from lmcraft.tasks.seq2seq import ROLE_TOKENS
+
+        added = add_special_tokens(model, tokenizer, list(ROLE_TOKENS.values()))
+        if added:
+            print(f"added the role tokens {added} to the tokenizer and the embeddings")
     task = kind.build(examples, files, cfg, tokenizer)
     if isinstance(task, Classify):
         task.pooling = cfg.pooling if cfg.pooling != "auto" else ("pooler" if pooler is not None else "cls")
-    model.add_head(task.head, task.head_spec())
+    if task.head in model.heads:  # a decoder's own language-model head: keep its weights, record the task
+        model.head_specs[task.head] = {**model.head_specs[task.head], **task.head_spec(),
+                                       "tied": model.head_specs[task.head].get("tied", True)}
+    else:
+        model.add_head(task.head, task.head_spec())
     if isinstance(task, Classify) and task.pooling == "pooler" and pooler is not None:
         model.heads[task.head].pooler.load_state_dict(pooler)  # start from the checkpoint's pretrained pooler
+    save_best = _saver(model, tokenizer)
+    if cfg.lora_rank > 0:
+        save_best = _lora(model, tokenizer, cfg)
     train_items = task.encode(tokenizer, examples["train"], max_len)
     dev_items = task.encode(tokenizer, examples["dev"], max_len)
     prepare_s = time.perf_counter() - start
     start = "from " + cfg.init if cfg.init and not cfg.random_init else "from scratch"
-    labels = getattr(task, "labels", [])
-    print(f"finetune ({cfg.task}): {len(train_items):,} train / {len(dev_items):,} dev items, labels {labels}; "
+    labels = f", labels {task.labels}" if hasattr(task, "labels") else ""
+    print(f"finetune ({cfg.task}): {len(train_items):,} train / {len(dev_items):,} dev items{labels}; "
           f"{start}, {count_parameters(model) / 1e6:.1f}M parameters")
 
     out = Path(cfg.out)
     result = train(model, task, train_items, dev_items, cfg.train, run_dir=out,
-                   lengths=[len(it.ids) for it in train_items],
-                   save_best=lambda path, state: save_model_dir(path, model, tokenizer, state=state,
-                                                                extra={"stage": "finetune"}))
+                   lengths=[len(it.ids) for it in train_items], save_best=save_best)
     if not result.is_main:  # other processes of a distributed run stop here; rank 0 tests and writes
         return {"stage": "finetune", "rank": "worker"}
     summary: dict[str, Any] = {
@@ -137,7 +195,7 @@ def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     if cfg.baseline and "test" in examples:
         print(f"fitting the classic {cfg.task} baseline on the same split (skip with --no-baseline)", flush=True)
         t0 = time.perf_counter()
-        summary["baseline"] = kind.baseline(examples)
+        summary["baseline"] = kind.baseline(examples, files)
         summary["wall_time_s"]["baseline"] = time.perf_counter() - t0
     write_run_card(out / "best", stage="finetune", config=to_dict(cfg), data=list(files.values()),
                    seed=cfg.train.seed, wall_time_s=summary["wall_time_s"],

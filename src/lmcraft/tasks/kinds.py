@@ -25,7 +25,8 @@ class TaskKind:
     read: Callable[[Path, FinetuneConfig], list[Any]]
     build: Callable[[Examples, dict[str, Path], FinetuneConfig, TextTokenizer], Any]  # also checks dev/test
     from_spec: Callable[[dict[str, Any], int], Any]  # (head spec, pad id) -> task
-    baseline: Callable[[Examples], dict[str, Any]]  # the classic model on the same split: {"name", "test": metrics}
+    # the classic model on the same split (the files tell which data it is): {"name", "test": metrics}
+    baseline: Callable[[Examples, dict[str, Path]], dict[str, Any]]
 
 
 # -- classification ----------------------------------------------------------------------------------------
@@ -53,7 +54,7 @@ def _classify_from_spec(spec: dict[str, Any], pad_id: int) -> Any:
     return Classify(list(spec["labels"]), pad_id, pooling=str(spec.get("pooling", "cls")))
 
 
-def _baseline_classify(examples: Examples) -> dict[str, Any]:
+def _baseline_classify(examples: Examples, files: dict[str, Path]) -> dict[str, Any]:
     from lmcraft.evaluate.baseline import tfidf_baseline
 
     result = tfidf_baseline(examples["train"], examples["dev"], examples["test"])
@@ -92,7 +93,7 @@ def _tag_from_spec(spec: dict[str, Any], pad_id: int) -> Any:
     return Tag.from_spec(spec, pad_id)
 
 
-def _baseline_tag(examples: Examples) -> dict[str, Any]:
+def _baseline_tag(examples: Examples, files: dict[str, Path]) -> dict[str, Any]:
     from lmcraft.evaluate.ner_baseline import crf_baseline
 
     return {"name": "CRF over character features (CRFsuite)",
@@ -126,7 +127,7 @@ def _relate_from_spec(spec: dict[str, Any], pad_id: int) -> Any:
     return RelationExtraction.from_head_spec(spec, pad_id)
 
 
-def _baseline_relate(examples: Examples) -> dict[str, Any]:
+def _baseline_relate(examples: Examples, files: dict[str, Path]) -> dict[str, Any]:
     from lmcraft.evaluate.relate_baseline import relation_baseline
 
     result = relation_baseline(examples["train"], examples["dev"], examples["test"])
@@ -157,10 +158,73 @@ def _qa_from_spec(spec: dict[str, Any], pad_id: int) -> Any:
     return ExtractiveQA.from_head_spec(spec, pad_id)
 
 
-def _baseline_qa(examples: Examples) -> dict[str, Any]:
+def _baseline_qa(examples: Examples, files: dict[str, Path]) -> dict[str, Any]:
     from lmcraft.evaluate.qa_metrics import qa_baseline
 
     return {"name": "the context sentence sharing the most question words", "test": qa_baseline(examples["test"])}
+
+
+# -- sequence to sequence and chat ---------------------------------------------------------------------------
+
+def _read_seq2seq(path: Path, cfg: FinetuneConfig) -> list[Any]:
+    from lmcraft.data.seq2seq import read_pairs
+
+    return read_pairs(path, source_field=cfg.source_field, target_field=cfg.target_field)
+
+
+def _read_chat(path: Path, cfg: FinetuneConfig) -> list[Any]:
+    from lmcraft.data.chat import read_chat_jsonl
+
+    return read_chat_jsonl(path)
+
+
+def _build_generation(examples: Examples, files: dict[str, Path], cfg: FinetuneConfig,
+                      tokenizer: TextTokenizer) -> Any:
+    from lmcraft.tasks.seq2seq import ROLE_TOKENS, Seq2Seq
+
+    roles = None
+    if cfg.task == "chat":
+        roles = {role: tokenizer.tokenizer.token_to_id(token) for role, token in ROLE_TOKENS.items()}
+        if None in roles.values():
+            raise ValueError(f"the tokenizer lacks the role tokens {list(ROLE_TOKENS.values())}; fine-tuning adds them")
+    return Seq2Seq(tokenizer.pad_id, tokenizer.sep_id, tokenizer.cls_id, layout="decoder" if cfg.task == "chat"
+                   else cfg.layout, task=cfg.task, label_smoothing=cfg.label_smoothing,
+                   max_target_tokens=cfg.max_target_tokens, num_beams=cfg.num_beams,
+                   length_penalty=cfg.length_penalty, decoder_layers=cfg.decoder_layers, role_ids=roles,
+                   metric=cfg.metric or "loss")
+
+
+def _generation_from_spec(spec: dict[str, Any], pad_id: int) -> Any:
+    from lmcraft.tasks.seq2seq import Seq2Seq
+
+    return Seq2Seq.from_spec(spec, pad_id)
+
+
+def _flat(report: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    return {f"{name}/{metric}": value for name, scores in report.items() for metric, value in scores.items()
+            if metric not in ("n", "chinese")}
+
+
+def _baseline_seq2seq(examples: Examples, files: dict[str, Path]) -> dict[str, Any]:
+    """Headline data (its manifest says ``"kind": "headline"``) gets the lead baseline, other pairs copying the
+    source; both get the translation memory (the nearest training source's target)."""
+    import json
+
+    from lmcraft.evaluate.seq2seq_baselines import baseline_report
+
+    manifest = files["train"].parent / "manifest.json"
+    kind = json.loads(manifest.read_text(encoding="utf-8")).get("kind") if manifest.exists() else None
+    kind = "headline" if kind == "headline" else "translation"
+    first = "the article's first characters (lead)" if kind == "headline" else "copying the source"
+    return {"name": f"{first}; the nearest training source's target (translation memory)",
+            "test": _flat(baseline_report(examples["train"], examples["test"], kind=kind))}
+
+
+def _baseline_chat(examples: Examples, files: dict[str, Path]) -> dict[str, Any]:
+    from lmcraft.evaluate.seq2seq_baselines import baseline_report
+
+    return {"name": "the answer to the nearest training prompt (retrieval)",
+            "test": _flat(baseline_report(examples["train"], examples["test"], kind="chat"))}
 
 
 TASK_KINDS: dict[str, TaskKind] = {
@@ -175,6 +239,10 @@ TASK_KINDS: dict[str, TaskKind] = {
                  _read_relate, _build_relate, _relate_from_spec, _baseline_relate),
         TaskKind("qa", "extractive question answering (SQuAD 1.1 / 2.0, CMRC 2018 JSON)", (".json",),
                  _read_qa, _build_qa, _qa_from_spec, _baseline_qa),
+        TaskKind("seq2seq", "source text → target text (translation, summaries, headlines)", (".jsonl", ".tsv"),
+                 _read_seq2seq, _build_generation, _generation_from_spec, _baseline_seq2seq),
+        TaskKind("chat", "multi-turn dialogue, the loss on the assistant's turns", (".jsonl",),
+                 _read_chat, _build_generation, _generation_from_spec, _baseline_chat),
     )
 }
 
@@ -186,5 +254,6 @@ def task_kind(name: str) -> TaskKind:
 
 
 def head_kind_task(head_kind: str) -> str:
-    """The task that trains a head of this kind (config.json stores head kinds)."""
+    """The task that trains a head of this kind (config.json stores head kinds; a language-model or decoder
+    head fine-tuned for seq2seq or chat stores its task in its spec as well)."""
     return {"classify": "classify", "tag": "tag", "relate": "relate", "span": "qa"}.get(head_kind, head_kind)

@@ -1,0 +1,160 @@
+"""Sequence-to-sequence fine-tuning: the loss falls on target tokens only (and on the assistant's turns in a
+chat), beam search with one beam is greedy decoding, and the encoder-decoder saves, loads and decodes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from tokenizers import Tokenizer
+
+from lmcraft.data.chat import Conversation, Turn
+from lmcraft.data.seq2seq import Pair
+from lmcraft.model.beam import beam_decode
+from lmcraft.model.generate import GenerationConfig, generate_ids, left_pad
+from lmcraft.model.heads import Model
+from lmcraft.model.io import load_model_dir, save_model_dir
+from lmcraft.model.transformer import TransformerConfig
+from lmcraft.model.vocab import add_special_tokens
+from lmcraft.objectives.mlm import IGNORE
+from lmcraft.tasks.seq2seq import ROLE_TOKENS, Seq2Seq
+from lmcraft.tokenizer import TextTokenizer, train_tokenizer, without_cjk_spaces
+
+PAIRS = [Pair("Open the file", "打开文件"), Pair("Save %s as", "将 %s 另存为"), Pair("Quit", "退出"),
+         Pair("Could not open the file %s", "无法打开文件 %s")]
+
+
+@pytest.fixture(scope="module")
+def tokenizer() -> TextTokenizer:
+    texts = [p.source for p in PAIRS] + [p.target for p in PAIRS] + ["hello there", "你好，今天天气很好。"]
+    return TextTokenizer(train_tokenizer(texts * 3, vocab_size=300, min_frequency=1, lowercase=False))
+
+
+def _decoder(vocab: int, **overrides: object) -> Model:
+    torch.manual_seed(0)
+    cfg = TransformerConfig(vocab_size=vocab, n_layer=2, d_model=32, n_head=2, d_ff=64, max_len=96, causal=True,
+                            dropout=0.0, **overrides)  # type: ignore[arg-type]
+    return Model(cfg, {"lm": {"kind": "lm"}})
+
+
+def test_the_loss_falls_on_the_target_tokens_only(tokenizer: TextTokenizer) -> None:
+    task = Seq2Seq(tokenizer.pad_id, tokenizer.sep_id, tokenizer.cls_id, label_smoothing=0.0)
+    items = task.encode(tokenizer, PAIRS, max_len=64)
+    batch = task.collate(items)
+    for row, (item, pair) in enumerate(zip(items, PAIRS, strict=True)):
+        target = tokenizer.encode([pair.target], max_len=None, special_tokens=False)[0] + [tokenizer.sep_id]
+        labels = batch["labels"][row].tolist()
+        predicted = [t for t in labels if t != IGNORE]
+        assert predicted == target, "exactly the target tokens and the closing [SEP] are predicted"
+        n_prompt = len(item.ids) - len(target)
+        assert all(t == IGNORE for t in labels[: n_prompt - 1]), "no position predicts a source token"
+    model = _decoder(tokenizer.vocab_size)
+    hidden = model(batch["input_ids"], batch["padding_mask"])
+    logits = model.heads["lm"](hidden, model.backbone.embed.token.weight)  # (B, T, V)
+    reference = F.cross_entropy(logits.flatten(0, 1), batch["labels"].flatten(), ignore_index=IGNORE, reduction="sum")
+    assert torch.allclose(task.loss_sum(model, batch), reference, atol=1e-4)
+    assert task.n_targets(batch) == sum(len(tokenizer.encode([p.target], max_len=None, special_tokens=False)[0]) + 1
+                                        for p in PAIRS)
+
+
+def test_label_smoothing_is_the_smoothed_cross_entropy(tokenizer: TextTokenizer) -> None:
+    task = Seq2Seq(tokenizer.pad_id, tokenizer.sep_id, tokenizer.cls_id, label_smoothing=0.1)
+    batch = task.collate(task.encode(tokenizer, PAIRS, max_len=64))
+    model = _decoder(tokenizer.vocab_size)
+    logits, targets = task._logits(model, batch)
+    log_p = torch.log_softmax(logits.float(), -1)
+    expected = -(0.9 * log_p.gather(1, targets[:, None]).squeeze(1) + 0.1 * log_p.mean(-1)).sum()
+    assert torch.allclose(task.loss_sum(model, batch), expected, atol=1e-3)
+
+
+def test_chat_loss_is_on_the_assistant_turns_only(tokenizer: TextTokenizer) -> None:
+    tok = TextTokenizer(Tokenizer.from_str(tokenizer.tokenizer.to_str()))  # a copy: the role tokens are added
+    model = _decoder(tok.vocab_size)
+    add_special_tokens(model, tok, list(ROLE_TOKENS.values()))
+    roles = {r: tok.tokenizer.token_to_id(t) for r, t in ROLE_TOKENS.items()}
+    task = Seq2Seq(tok.pad_id, tok.sep_id, tok.cls_id, task="chat", role_ids=roles)
+    talk = Conversation([Turn("system", "hello there"), Turn("user", "Open the file"), Turn("assistant", "打开文件"),
+                         Turn("user", "Quit"), Turn("assistant", "退出")])
+    item = task.encode(tok, [talk], max_len=64)[0]
+    predicted = [t for t, flag in zip(item.ids, item.targets or [], strict=True) if flag]
+    answers = [tok.encode([a], max_len=None, special_tokens=False)[0] + [tok.sep_id] for a in ("打开文件", "退出")]
+    assert predicted == answers[0] + answers[1]
+    assert tok.decode(item.ids, skip_special_tokens=False).split()[0] == "<|system|>"
+    # A conversation too long for max_len loses its oldest exchange and keeps the system message.
+    short = task.encode(tok, [talk], max_len=len(item.ids) - 3)[0]
+    assert short.ids[0] == roles["system"] and roles["user"] in short.ids
+    assert sum(short.targets or []) == len(answers[1])
+
+
+def test_beam_search_with_one_beam_is_greedy_decoding() -> None:
+    model = _decoder(50).eval()
+    prompts = [[5, 17, 42, 8, 9, 3], [9, 23, 4], [6, 7, 30, 33, 2]]
+    ids, mask = left_pad(prompts, 0)
+    greedy = torch.stack(list(generate_ids(model, ids, mask, GenerationConfig(max_new_tokens=10), eos_id=None)), 1)
+    lm, embedding = model.heads["lm"], model.backbone.embed.token.weight
+    beamed = beam_decode(model.backbone, lambda h: lm(h, embedding), ids, mask, eos_id=None, num_beams=1,
+                         max_new_tokens=10)
+    assert beamed == greedy.tolist()
+    wider = beam_decode(model.backbone, lambda h: lm(h, embedding), ids, mask, eos_id=None, num_beams=4,
+                        max_new_tokens=10)
+    assert [len(w) for w in wider] == [10, 10, 10]
+
+
+def _sequence_log_prob(model: Model, prompt: list[int], new: list[int]) -> float:
+    ids = torch.tensor([prompt + new])
+    with torch.no_grad():
+        log_p = torch.log_softmax(model.heads["lm"](model(ids), model.backbone.embed.token.weight)[0], -1)
+    return float(sum(log_p[len(prompt) - 1 + i, t] for i, t in enumerate(new)))
+
+
+def test_beam_search_scores_beat_greedy_on_a_decoder() -> None:
+    """Beam search never returns a sequence less likely than greedy's (with no length penalty and no end)."""
+    model = _decoder(30).eval()
+    prompt = [4, 9, 13]
+    ids, mask = left_pad([prompt], 0)
+    lm, embedding = model.heads["lm"], model.backbone.embed.token.weight
+    greedy = beam_decode(model.backbone, lambda h: lm(h, embedding), ids, mask, eos_id=None, num_beams=1,
+                         max_new_tokens=4)[0]
+    beamed = beam_decode(model.backbone, lambda h: lm(h, embedding), ids, mask, eos_id=None, num_beams=6,
+                         max_new_tokens=4, length_penalty=0.0)[0]
+    assert _sequence_log_prob(model, prompt, beamed) >= _sequence_log_prob(model, prompt, greedy) - 1e-5
+
+
+def test_encoder_decoder_trains_saves_loads_and_decodes(tokenizer: TextTokenizer, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    cfg = TransformerConfig(vocab_size=tokenizer.vocab_size, n_layer=2, d_model=32, n_head=2, d_ff=64, max_len=64,
+                            dropout=0.0)
+    task = Seq2Seq(tokenizer.pad_id, tokenizer.sep_id, tokenizer.cls_id, layout="encoder-decoder",
+                   decoder_layers=1, num_beams=2, max_target_tokens=12)
+    model = Model(cfg, {})
+    model.add_head(task.head, task.head_spec())
+    batch = task.collate(task.encode(tokenizer, PAIRS, max_len=64))
+    assert batch["decoder_ids"][0, 0] == tokenizer.cls_id, "the decoder starts from [CLS]"
+    inside = (batch["labels"][:, :-1] != IGNORE) & (batch["labels"][:, :-1] != tokenizer.sep_id)
+    assert torch.equal(batch["decoder_ids"][:, 1:][inside], batch["labels"][:, :-1][inside]), "teacher forcing"
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    first = None
+    for _ in range(40):
+        loss = task.loss_sum(model, batch) / task.n_targets(batch)
+        first = first if first is not None else float(loss.detach())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert float(loss) < first / 3, "the encoder-decoder learns the four pairs"
+    save_model_dir(tmp_path / "m", model, tokenizer)
+    loaded, tok, _ = load_model_dir(tmp_path / "m")
+    assert len(loaded.heads["decoder"].decoder.blocks) == 1
+    model.eval()
+    before = task.generate(model, tokenizer, [p.source for p in PAIRS], max_len=64)
+    after = Seq2Seq.from_spec(loaded.head_specs["decoder"], tok.pad_id).generate(loaded, tok, [p.source for p in PAIRS],
+                                                                                   max_len=64)
+    assert before == after
+    # word pieces split "%s" into "%" and "s", and decoding puts a space between them
+    assert after == ["打开文件", "将% s另存为", "退出", "无法打开文件% s"], "the four training pairs are learnt"
+
+
+def test_word_piece_spaces_go_in_chinese_only() -> None:
+    assert without_cjk_spaces("打 开 文 件 %s 。") == "打开文件%s。"
+    assert without_cjk_spaces("open the file %s") == "open the file %s"
