@@ -47,7 +47,7 @@ def cmd_data_list(args: argparse.Namespace) -> int:
     from lmcraft.data.builtin import BUILTINS
 
     for b in BUILTINS.values():
-        print(f"{b.name:<22}{b.description}   [needs: {b.install.split('   ')[0]}]")
+        print(f"{b.name:<26}{b.description}   [needs: {b.install.split('   ')[0]}]")
     return 0
 
 

@@ -84,7 +84,8 @@ class ModelOptions:
 
 @dataclass
 class TokenizerConfig:
-    corpus: list[str] = opt([], "text files (one document a line) or JSONL files with a 'text' field")
+    corpus: list[str] = opt([], "text files (one document a line), JSONL files with a 'text' field, or a seq2seq / "
+                                "chat task's JSONL (both sides of every pair; every message)")
     out: str = opt("tokenizer", "directory to write tokenizer.json to")
     kind: str = opt("wordpiece", "wordpiece (BERT-style, one token per CJK character) or bpe (byte-level)")
     vocab_size: int = opt(8000, "vocabulary size, special tokens included")

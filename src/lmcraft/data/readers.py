@@ -118,14 +118,30 @@ def write_jsonl(path: str | Path, records: Sequence[dict[str, object]]) -> None:
     tmp.replace(path)
 
 
+def _corpus_texts(record: dict) -> list[str] | None:
+    """The texts of a seq2seq record (source and target) or a chat record (every message); None otherwise."""
+    if isinstance(record.get("source"), str) and isinstance(record.get("target"), str):
+        return [record["source"], record["target"]]
+    if isinstance(record.get("messages"), list):
+        return [m["content"] for m in record["messages"] if isinstance(m, dict) and isinstance(m.get("content"), str)]
+    return None
+
+
 def read_corpus(paths: Sequence[str | Path]) -> list[str]:
-    """Non-empty lines of plain-text files (one document or paragraph a line) or of the ``text`` field
-    of JSONL files."""
+    """Non-empty lines of plain-text files (one document or paragraph a line), the ``text`` field of JSONL
+    files, or both sides of seq2seq JSONL (``source``, ``target``) and every message of chat JSONL
+    (``messages``), so that a tokenizer can be trained on a task's own training file."""
     lines: list[str] = []
     for p in paths:
         p = Path(p)
         if not p.exists():
             raise DataError(p, "no such file")
+        if p.suffix.lower() == ".jsonl":
+            records = list(jsonl_records(p))
+            texts = [_corpus_texts(record) for _, record in records[:1]]
+            if texts and texts[0] is not None:
+                lines.extend(t for _, record in records for t in _corpus_texts(record) or [] if t.strip())
+                continue
         if p.suffix.lower() in FORMATS:
             lines.extend(ex.text for ex in read_examples(p, labelled=False))
             continue

@@ -114,7 +114,7 @@ class Seq2Seq:
         targets = tokenizer.encode([ex.target for ex in examples], max_len=None, special_tokens=False)
         items = []
         for src, tgt in zip(sources, targets, strict=True):
-            tgt = [*tgt[: self.max_target_tokens], self.eos_id]
+            tgt = [*tgt[: min(self.max_target_tokens, max_len - 3)], self.eos_id]  # leave room for the source
             if self.layout == "encoder-decoder":
                 items.append(GenItem([self.bos_id, *src[: max_len - 2], self.eos_id], target=tgt))
             else:
@@ -133,7 +133,7 @@ class Seq2Seq:
         segments: list[tuple[list[int], list[bool]]] = []  # one per turn
         for turn, ids in zip(turns, texts, strict=True):
             if turn.role == "assistant":
-                body = [*ids[: self.max_target_tokens], self.eos_id]
+                body = [*ids[: min(self.max_target_tokens, max_len - 3)], self.eos_id]
                 segments.append(([self._role("assistant"), *body], [False] + [True] * len(body)))
             else:
                 segments.append(([self._role(turn.role), *ids], [False] * (len(ids) + 1)))
