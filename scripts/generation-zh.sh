@@ -37,7 +37,7 @@ print(f"pretraining text: {kept} paragraphs kept, {dropped} of held-out headline
 PY
 lmcraft tokenizer train --corpus "$OUT/pretrain_text.txt" --vocab-size 8000 --out "$OUT/tokenizer"
 lmcraft pretrain --objective clm --corpus "$OUT/pretrain_text.txt" --tokenizer "$OUT/tokenizer" --out "$OUT/pretrain" \
-  --size mini --max-len 192 --batch-size 16 --lr 1e-3 --max-steps 800 --eval-every 200 --patience 0 \
+  --size mini --norm-first --max-len 192 --batch-size 16 --lr 1e-3 --max-steps 800 --eval-every 200 --patience 0 \
   --max-minutes 35 --no-progress
 SAME=(--task seq2seq --data "$OUT/peoples-daily-headlines" --init "$OUT/pretrain/best" --max-len 160
       --max-target-tokens 32 --batch-size 16 --epochs 3 --eval-every 100 --patience 0 --num-beams 4 --no-progress)

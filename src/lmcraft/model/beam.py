@@ -43,15 +43,17 @@ def beam_decode(
         raise ValueError(f"prompt ({length}) + max_new_tokens ({max_new_tokens}) exceed the decoder's "
                          f"{decoder.cfg.max_tokens} positions")
     k = num_beams
-    mask = prompt_mask.long().repeat_interleave(k, 0)  # (B·K, T)
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)  # (B·K, T): real tokens count from 0
+    mask = prompt_mask.long()  # (B, T)
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)  # (B, T): real tokens count from 0
+    dtype = decoder.embed.token.weight.dtype
+    cache = KVCache(decoder.cfg, batch, length + max_new_tokens, dtype=dtype)
+    hidden = decoder(prompt_ids, mask, position_ids=positions, cache=cache, memory=memory,
+                     memory_padding_mask=memory_mask)[:, -1]  # (B, D): the prompt is read once ...
+    cache.repeat(k)  # ... and its keys and values shared by its K beams
+    hidden, mask, positions = (x.repeat_interleave(k, 0) for x in (hidden, mask, positions))  # (B·K, ...)
     if memory is not None:
         memory = memory.repeat_interleave(k, 0)  # (B·K, S, D)
         memory_mask = memory_mask.repeat_interleave(k, 0) if memory_mask is not None else None
-    dtype = decoder.embed.token.weight.dtype
-    cache = KVCache(decoder.cfg, batch * k, length + max_new_tokens, dtype=dtype)
-    hidden = decoder(prompt_ids.repeat_interleave(k, 0), mask, position_ids=positions, cache=cache, memory=memory,
-                     memory_padding_mask=memory_mask)[:, -1]  # (B·K, D)
     scores = torch.full((batch, k), float("-inf"))
     scores[:, 0] = 0.0  # one live hypothesis per row at the start (the K copies of the prompt are equal)
     new = torch.zeros((batch * k, 0), dtype=torch.long)  # (B·K, t) tokens chosen so far

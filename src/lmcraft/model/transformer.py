@@ -203,9 +203,16 @@ class KVCache:
         return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]
 
     def reorder(self, index: torch.Tensor) -> None:
-        """Keep the rows ``index`` (beam search picks which hypotheses continue)."""
-        self.keys = [k.index_select(0, index) for k in self.keys]
-        self.values = [v.index_select(0, index) for v in self.values]
+        """Keep the rows ``index`` (beam search picks which hypotheses continue). Only the filled positions
+        are moved, in place: a beam step copies what it has written so far, not the whole buffer."""
+        n = self.length
+        for buffer in (*self.keys, *self.values):
+            buffer[:, :, :n] = buffer[:, :, :n].index_select(0, index)
+
+    def repeat(self, times: int) -> None:
+        """Repeat every row ``times`` times in place of the one (a prompt read once, then shared by its beams)."""
+        self.keys = [k.repeat_interleave(times, 0) for k in self.keys]
+        self.values = [v.repeat_interleave(times, 0) for v in self.values]
 
 
 class Attention(nn.Module):

@@ -218,6 +218,13 @@ class Seq2Seq:
                 out[i] = tokenizer.decode_text(ids)
         return out
 
+    def _longest_output(self, rows: list[list[int]]) -> int:
+        """New tokens a batch may write: ``max_target_tokens`` (+ the end token); for pairs also at most twice
+        the longest source plus 10, so that a model that has not learnt to stop yet does not run every
+        hypothesis to the limit (a translation is rarely more than twice as long as its source)."""
+        limit = self.max_target_tokens + 1
+        return limit if self.task == "chat" else min(limit, 2 * max(len(r) for r in rows) + 10)
+
     @torch.inference_mode()
     def _decode(self, rows: list[list[int]], model: Model, beams: int) -> list[list[int]]:
         if self.layout == "encoder-decoder":
@@ -225,14 +232,14 @@ class Seq2Seq:
             memory = model(source, mask)  # (B, S, D)
             head = model.heads[self.head]
             start = torch.full((len(rows), 1), self.bos_id, dtype=torch.long)
-            room = min(self.max_target_tokens + 1, head.decoder.cfg.max_tokens - 1)
+            room = min(self._longest_output(rows), head.decoder.cfg.max_tokens - 1)
             return beam_decode(head.decoder, head.logits, start, torch.ones_like(start), eos_id=self.eos_id,
                                num_beams=beams, max_new_tokens=room, length_penalty=self.length_penalty,
                                memory=memory, memory_mask=mask)
         ids, mask = left_pad(rows, self.pad_id)
         embedding = model.backbone.embed.token.weight
         lm = model.heads[self.head]
-        room = min(self.max_target_tokens + 1, model.backbone.cfg.max_tokens - ids.shape[1])
+        room = min(self._longest_output(rows), model.backbone.cfg.max_tokens - ids.shape[1])
         return beam_decode(model.backbone, lambda hidden: lm(hidden, embedding), ids, mask, eos_id=self.eos_id,
                            num_beams=beams, max_new_tokens=max(room, 1), length_penalty=self.length_penalty)
 
