@@ -24,7 +24,8 @@ from lmcraft.train.errors import NonFiniteLossError
 DESCRIPTION = """\
 lmcraft carries a Transformer language model through the whole process:
 
-  data        prepare built-in datasets (lmcraft data list) or check your own files
+  data        prepare built-in datasets (lmcraft data list), check your own files, or turn a large corpus
+              into token shards (lmcraft data corpus)
   tokenizer   train a WordPiece or byte-level BPE tokenizer on a corpus
   pretrain    pretrain an encoder (masked LM) or a decoder (causal LM), or continue pretraining
   finetune    fine-tune a model (or train from scratch): classify, tag (NER), relate, qa, seq2seq, chat;
@@ -333,6 +334,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", help="dataset name, see `lmcraft data list`")
     p.add_argument("out_dir", help="directory to write")
     p.set_defaults(func=cmd_data_prepare)
+    from lmcraft.data.corpus.cli import add_corpus_parser
+
+    add_corpus_parser(data_sub)
     p = data_sub.add_parser("check", help="read labelled files and report problems with file, line and field")
     p.add_argument("files", nargs="+", help=".jsonl, .csv or .tsv files")
     add_field_arguments(p)
