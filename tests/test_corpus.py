@@ -310,3 +310,25 @@ def test_cli_prints_every_filters_count(pd_lines: list[str], zh_tokenizer_dir: P
         assert reason in printed
     assert "MB/s per core" in printed and "tokens/s" in printed
     assert json.loads((tmp_path / "out" / "manifest.json").read_text())["run"]["filters"]["min_chars"] == 12
+
+
+def test_pretraining_reads_token_shards(pd_lines: list[str], zh_tokenizer_dir: Path, tmp_path: Path) -> None:
+    """`lmcraft pretrain --corpus SHARDS_DIR` packs the shards' documents as it would the text's tokens."""
+    from lmcraft.objectives.mlm import pack
+    from lmcraft.pretrain import shard_documents
+
+    source = write_lines(tmp_path / "pd.txt", pd_lines[:200])
+    assert main(["data", "corpus", str(source), "--out", str(tmp_path / "shards"), "--tokenizer",
+                 str(zh_tokenizer_dir), "--workers", "0", "--no-progress"]) == 0
+    tokenizer = TextTokenizer.load(zh_tokenizer_dir)
+    documents = shard_documents([str(tmp_path / "shards")], tokenizer)
+    assert documents is not None and documents == [ids.tolist() for ids in TokenShards(tmp_path / "shards")]
+    out = tmp_path / "pt"
+    assert main(["pretrain", "--corpus", str(tmp_path / "shards"), "--tokenizer", str(zh_tokenizer_dir), "--out",
+                 str(out), "--size", "tiny", "--max-len", "64", "--max-steps", "2", "--eval-every", "2",
+                 "--no-progress", "--no-tensorboard"]) == 0
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    n_blocks = len(pack(documents, block=64, cls_id=tokenizer.cls_id, sep_id=tokenizer.sep_id))
+    assert summary["train_blocks"] + max(1, int(n_blocks * 0.02)) == n_blocks
+    with pytest.raises(ValueError, match="mixes token-shard directories and text files"):
+        shard_documents([str(tmp_path / "shards"), str(source)], tokenizer)

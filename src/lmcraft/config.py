@@ -95,7 +95,8 @@ class TokenizerConfig:
 
 @dataclass
 class PretrainConfig:
-    corpus: list[str] = opt([], "text files (one document a line) or JSONL files with a 'text' field")
+    corpus: list[str] = opt([], "text files (one document a line), JSONL files with a 'text' field, or directories "
+                                "of token shards written by `lmcraft data corpus` (mlm without --whole-word, clm)")
     tokenizer: str = opt("", "directory or file of tokenizer.json")
     out: str = opt("runs/pretrain", "run directory; the best model is written to OUT/best")
     dev_fraction: float = opt(0.02, "share of the packed blocks held out for dev MLM loss")

@@ -67,18 +67,41 @@ def start_pretraining(cfg: PretrainConfig) -> tuple[Model, TextTokenizer, int, l
     return model, tokenizer, min(model.cfg.max_tokens, cfg.model.max_len), added
 
 
-def make_blocks(cfg: PretrainConfig, tokenizer: TextTokenizer, lines: list[str], max_len: int) -> list[Any]:
-    """Packed blocks of ``max_len`` tokens (with word-start flags for whole-word masking)."""
+def shard_documents(paths: list[str], tokenizer: TextTokenizer) -> list[list[int]] | None:
+    """The documents of token-shard directories (``lmcraft data corpus``), or None when ``paths`` are text
+    files. The shards must come from a tokenizer with this vocabulary."""
+    from lmcraft.data.corpus.shards import TokenShards
+
+    dirs = [Path(p) for p in paths if (Path(p) / "manifest.json").is_file()]
+    if not dirs:
+        return None
+    if len(dirs) != len(paths):
+        raise ValueError("--corpus mixes token-shard directories and text files; give one kind")
+    documents: list[list[int]] = []
+    for directory in dirs:
+        shards = TokenShards(directory)
+        size = shards.manifest["tokenizer"]["vocab_size"]
+        if size != tokenizer.vocab_size:
+            raise ValueError(f"{directory}: its shards hold ids of a {size}-token vocabulary; this tokenizer has "
+                             f"{tokenizer.vocab_size} (run `lmcraft data corpus` with the same tokenizer)")
+        documents.extend(ids.tolist() for ids in shards)
+    return documents
+
+
+def make_blocks(cfg: PretrainConfig, tokenizer: TextTokenizer, lines: list[str], max_len: int,
+                token_lists: list[list[int]] | None = None) -> list[Any]:
+    """Packed blocks of ``max_len`` tokens (with word-start flags for whole-word masking); ``token_lists``
+    are the documents already tokenized (token shards), in place of ``lines``."""
     blocks: list[Any]
-    if cfg.objective == "clm":
+    if token_lists is None and not cfg.whole_word:
         token_lists = tokenizer.encode(lines, max_len=None, special_tokens=False)
-        blocks = pack_documents(token_lists, block=max_len, eos_id=tokenizer.sep_id)
+    if cfg.objective == "clm":
+        blocks = pack_documents(token_lists or [], block=max_len, eos_id=tokenizer.sep_id)
     elif cfg.whole_word:
         token_lists, starts = word_starts(tokenizer, lines, user_dict=cfg.user_dict or None)
         blocks = pack_words(token_lists, starts, block=max_len, cls_id=tokenizer.cls_id, sep_id=tokenizer.sep_id)
     else:
-        token_lists = tokenizer.encode(lines, max_len=None, special_tokens=False)
-        blocks = pack(token_lists, block=max_len, cls_id=tokenizer.cls_id, sep_id=tokenizer.sep_id)
+        blocks = pack(token_lists or [], block=max_len, cls_id=tokenizer.cls_id, sep_id=tokenizer.sep_id)
     if len(blocks) < 2:
         raise ValueError(f"the corpus gives only {len(blocks)} block(s) of {max_len} tokens; "
                          "give more text or a smaller --max-len")
@@ -101,13 +124,16 @@ def run_pretrain(cfg: PretrainConfig) -> dict[str, Any]:
                          "--init MODEL_DIR to continue pretraining a model")
     start = time.perf_counter()
     model, tokenizer, max_len, added = start_pretraining(cfg)
-    lines = read_corpus(cfg.corpus)
+    documents = shard_documents(cfg.corpus, tokenizer)
+    if documents is not None and (cfg.whole_word or cfg.sentence_task):
+        raise ValueError("--whole-word and --sentence-task need the text: give text files, not token shards")
+    lines = read_corpus(cfg.corpus) if documents is None else []
     if cfg.sentence_task:  # sentence pairs, one per document, instead of packed blocks
         if cfg.sentence_task not in LABELS:
             raise ValueError(f"sentence_task must be nsp or sop, not {cfg.sentence_task!r}")
         blocks: list[Any] = encode_pairs(tokenizer, make_pairs(lines, cfg.sentence_task, cfg.train.seed), max_len)
     else:
-        blocks = make_blocks(cfg, tokenizer, lines, max_len)
+        blocks = make_blocks(cfg, tokenizer, lines, max_len, documents)
     dev, train_blocks = split_blocks(blocks, cfg.dev_fraction, cfg.train.seed)
     if cfg.replay:
         if not 0 <= cfg.replay_ratio < 1:
@@ -136,7 +162,8 @@ def run_pretrain(cfg: PretrainConfig) -> dict[str, Any]:
         f"model {cfg.model.size}"
     if cfg.replay:
         what += f"; {cfg.replay_ratio:.0%} of the training blocks replay general text"
-    print(f"pretrain: {len(lines):,} lines → {len(train_blocks):,} train / {len(dev):,} dev blocks of "
+    source = f"{len(lines):,} lines" if documents is None else f"{len(documents):,} documents of token shards"
+    print(f"pretrain: {source} → {len(train_blocks):,} train / {len(dev):,} dev blocks of "
           f"{max_len} tokens; {what}, {count_parameters(model) / 1e6:.1f}M parameters")
     out = Path(cfg.out)
     result = train(model, objective, train_blocks, dev, cfg.train, run_dir=out,

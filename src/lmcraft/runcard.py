@@ -23,13 +23,18 @@ def versions() -> dict[str, str]:
     return found
 
 
+def _data_hash(path: Path) -> str:
+    """A file's SHA-256; for a directory of token shards, its manifest's (which lists every shard's)."""
+    return sha256_of(path / "manifest.json" if path.is_dir() else path)
+
+
 def write_run_card(model_dir: str | Path, *, stage: str, config: dict[str, Any], data: list[str | Path],
                    seed: int, wall_time_s: dict[str, float], metrics: dict[str, Any],
                    parent: dict[str, Any] | None = None) -> dict[str, Any]:
     card = {
         "stage": stage,
         "config": config,
-        "data_sha256": {str(p): sha256_of(Path(p)) for p in data},
+        "data_sha256": {str(p): _data_hash(Path(p)) for p in data},
         "seed": seed,
         "versions": versions(),
         "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine()},
