@@ -3,6 +3,7 @@ chat), beam search with one beam is greedy decoding, and the encoder-decoder sav
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import pytest
@@ -158,3 +159,17 @@ def test_encoder_decoder_trains_saves_loads_and_decodes(tokenizer: TextTokenizer
 def test_word_piece_spaces_go_in_chinese_only() -> None:
     assert without_cjk_spaces("打 开 文 件 %s 。") == "打开文件%s。"
     assert without_cjk_spaces("open the file %s") == "open the file %s"
+
+
+def test_no_repeat_ngram_forbids_a_repeated_ngram() -> None:
+    model = _decoder(12).eval()  # a tiny vocabulary: 30 tokens must repeat bigrams unless forbidden
+    ids, mask = left_pad([[4, 9, 3], [5, 3]], 0)
+    lm, embedding = model.heads["lm"], model.backbone.embed.token.weight
+    free = beam_decode(model.backbone, lambda h: lm(h, embedding), ids, mask, eos_id=None, num_beams=3,
+                       max_new_tokens=30)
+    assert any(len(set(itertools.pairwise(row))) < len(row) - 1 for row in free), "loops without the ban"
+    banned = beam_decode(model.backbone, lambda h: lm(h, embedding), ids, mask, eos_id=None, num_beams=3,
+                         max_new_tokens=30, no_repeat_ngram=3)
+    for row in banned:
+        trigrams = list(zip(row, row[1:], row[2:], strict=False))
+        assert len(trigrams) == len(set(trigrams))

@@ -165,8 +165,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     model, tokenizer = _load_for_inference(args)
     task_name, task = _task_of(model, args.head)
-    if args.num_beams:
-        task.num_beams = args.num_beams  # type: ignore[attr-defined]
+    _decoding_overrides(args, task)
     if task_name == "classify":
         examples = read_examples(args.data, Fields(args.text_field, args.label_field, args.pair_field or None))
         check_labels(args.data, examples, task.labels, args.label_field)  # type: ignore[attr-defined]
@@ -221,19 +220,27 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _decoding_overrides(args: argparse.Namespace, task: object) -> None:
+    """--num-beams and --no-repeat-ngram of evaluate / predict replace the model's own settings."""
+    for name in ("num_beams", "no_repeat_ngram"):
+        if getattr(args, name, None) is not None:
+            setattr(task, name, getattr(args, name))
+
+
 def _predict_generated(args: argparse.Namespace, model: object, tokenizer: object, task: object) -> int:
     """Outputs of a seq2seq model for each source (a chat model answers each text as a first message)."""
     sources = list(args.texts)
     if args.file:
         lines = Path(args.file).read_text(encoding="utf-8").splitlines()
         sources += [line.strip() for line in lines if line.strip()]
+    _decoding_overrides(args, task)
     chat = task.task == "chat"  # type: ignore[attr-defined]
     if chat:
         from lmcraft.data.chat import Turn
 
     prompts = [[Turn("user", s)] for s in sources] if chat else sources
     outputs = task.generate(model, tokenizer, prompts, max_len=model.input_tokens,  # type: ignore[attr-defined]
-                            num_beams=args.num_beams, progress=len(sources) > 100)
+                            progress=len(sources) > 100)
     for source, output in zip(sources, outputs, strict=True):
         print(json.dumps({"source": source, "output": output}, ensure_ascii=False))
     return 0
@@ -408,6 +415,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--int8", action="store_true", help="int8 dynamic quantization of the linear layers (CPU)")
     p.add_argument("--num-beams", type=int, default=None,
                    help="seq2seq / chat models: beams of beam search (default: the model's own setting)")
+    p.add_argument("--no-repeat-ngram", type=int, default=None,
+                   help="seq2seq / chat models: never write the same n-gram twice (default: the model's own setting)")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("predict", help="predict with a fine-tuned model",
@@ -423,6 +432,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--int8", action="store_true", help="int8 dynamic quantization of the linear layers (CPU)")
     p.add_argument("--num-beams", type=int, default=None,
                    help="seq2seq / chat models: beams of beam search (default: the model's own setting)")
+    p.add_argument("--no-repeat-ngram", type=int, default=None,
+                   help="seq2seq / chat models: never write the same n-gram twice (default: the model's own setting)")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("export", help="write a model directory in the Hugging Face layout",

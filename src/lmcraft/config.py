@@ -153,6 +153,8 @@ class FinetuneConfig:
     max_target_tokens: int = opt(64, "seq2seq/chat: longer targets are cut in training; the longest output")
     num_beams: int = opt(4, "seq2seq/chat: beams of beam search at test time (1: greedy)")
     length_penalty: float = opt(1.0, "seq2seq/chat: beam scores are divided by length ** this (0: none)")
+    no_repeat_ngram: int = opt(0, "seq2seq/chat: beam search never writes the same n-gram twice (0: off; 3 stops "
+                                  "the loops small models fall into)")
     lora_rank: int = opt(0, "train low-rank adapters of this rank instead of all weights (0: full fine-tuning); "
                             "the saved model has them merged back")
     lora_alpha: float = opt(16.0, "LoRA: the adapters' scale is alpha / rank")

@@ -31,11 +31,12 @@ Logits = Callable[[torch.Tensor], torch.Tensor]  # hidden states (N, D) -> next-
 def beam_decode(
     decoder: Transformer, logits_of: Logits, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, *,
     eos_id: int | None, num_beams: int = 4, max_new_tokens: int = 64, length_penalty: float = 1.0,
-    memory: torch.Tensor | None = None, memory_mask: torch.Tensor | None = None,
+    memory: torch.Tensor | None = None, memory_mask: torch.Tensor | None = None, no_repeat_ngram: int = 0,
 ) -> list[list[int]]:
     """The best continuation of each prompt (B, T), left-padded with ``prompt_mask`` (B, T); ``memory``
-    (B, S, D) and ``memory_mask`` (B, S) are the encoder's output for an encoder-decoder. Returns the new
-    tokens of each row, without the end token."""
+    (B, S, D) and ``memory_mask`` (B, S) are the encoder's output for an encoder-decoder. With
+    ``no_repeat_ngram`` n > 0 no hypothesis writes the same n tokens twice (a small model's beams otherwise
+    fall into loops such as "会议会议会议"). Returns the new tokens of each row, without the end token."""
     if num_beams < 1 or max_new_tokens < 1:
         raise ValueError(f"need num_beams >= 1 and max_new_tokens >= 1 (got {num_beams}, {max_new_tokens})")
     batch, length = prompt_ids.shape
@@ -60,6 +61,8 @@ def beam_decode(
     ended: list[list[tuple[float, list[int]]]] = [[] for _ in range(batch)]  # (score, tokens) per row
     for step in range(max_new_tokens):
         log_probs = torch.log_softmax(logits_of(hidden).float(), dim=-1)  # (B·K, V)
+        if no_repeat_ngram > 0 and new.shape[1] >= no_repeat_ngram:
+            log_probs = _ban_repeats(log_probs, new, no_repeat_ngram)
         vocab = log_probs.shape[-1]
         candidates = (scores.view(-1, 1) + log_probs).view(batch, k * vocab)
         top_scores, top_index = candidates.topk(min(2 * k, k * vocab), dim=-1)  # (B, 2K): K may end
@@ -99,3 +102,14 @@ def beam_decode(
             ended[b] += [(float(scores[b, j]) / max(n, 1) ** length_penalty, new[b * k + j].tolist())
                          for j in range(k) if scores[b, j] > float("-inf")]
     return [max(e, key=lambda item: item[0])[1] if e else [] for e in ended]
+
+
+def _ban_repeats(log_probs: torch.Tensor, new: torch.Tensor, n: int) -> torch.Tensor:
+    """-inf for every token that would complete an n-gram the row has written already; ``new`` (R, t)."""
+    rows = new.tolist()
+    for r, tokens in enumerate(rows):
+        prefix = tuple(tokens[len(tokens) - n + 1 :]) if n > 1 else ()
+        banned = [tokens[i + n - 1] for i in range(len(tokens) - n + 1) if tuple(tokens[i : i + n - 1]) == prefix]
+        if banned:
+            log_probs[r, banned] = float("-inf")
+    return log_probs

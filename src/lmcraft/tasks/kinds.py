@@ -190,7 +190,8 @@ def _build_generation(examples: Examples, files: dict[str, Path], cfg: FinetuneC
     return Seq2Seq(tokenizer.pad_id, tokenizer.sep_id, tokenizer.cls_id, layout="decoder" if cfg.task == "chat"
                    else cfg.layout, task=cfg.task, label_smoothing=cfg.label_smoothing,
                    max_target_tokens=cfg.max_target_tokens, num_beams=cfg.num_beams,
-                   length_penalty=cfg.length_penalty, decoder_layers=cfg.decoder_layers, role_ids=roles,
+                   length_penalty=cfg.length_penalty, no_repeat_ngram=cfg.no_repeat_ngram,
+                   decoder_layers=cfg.decoder_layers, role_ids=roles,
                    metric=cfg.metric or "loss")
 
 

@@ -66,6 +66,7 @@ class Seq2Seq:
     max_target_tokens: int = 64  # longer references are cut in training; generation stops here
     num_beams: int = 4
     length_penalty: float = 1.0
+    no_repeat_ngram: int = 0  # beam search never writes the same n-gram twice (0: no constraint)
     decoder_layers: int = 0  # encoder-decoder: the decoder's depth (0: as deep as the encoder)
     role_ids: dict[str, int] | None = None  # chat: token id of each role token
     head: str = ""  # the head it trains: "lm" (decoder) or "decoder" (encoder-decoder)
@@ -88,7 +89,7 @@ class Seq2Seq:
             "kind": "lm" if self.layout == "decoder" else "decoder", "task": self.task, "eos_id": self.eos_id,
             "bos_id": self.bos_id, "label_smoothing": self.label_smoothing,
             "max_target_tokens": self.max_target_tokens, "num_beams": self.num_beams,
-            "length_penalty": self.length_penalty}
+            "length_penalty": self.length_penalty, "no_repeat_ngram": self.no_repeat_ngram}
         if self.layout == "decoder":
             spec["tied"] = True
         else:
@@ -103,6 +104,7 @@ class Seq2Seq:
                    layout="decoder" if spec["kind"] == "lm" else "encoder-decoder", task=str(spec["task"]),
                    label_smoothing=float(spec["label_smoothing"]), max_target_tokens=int(spec["max_target_tokens"]),
                    num_beams=int(spec["num_beams"]), length_penalty=float(spec["length_penalty"]),
+                   no_repeat_ngram=int(spec.get("no_repeat_ngram", 0)),
                    decoder_layers=int(spec.get("n_layer", 0)), role_ids=spec.get("role_ids"))
 
     # -- encoding ----------------------------------------------------------------------------------------
@@ -235,13 +237,14 @@ class Seq2Seq:
             room = min(self._longest_output(rows), head.decoder.cfg.max_tokens - 1)
             return beam_decode(head.decoder, head.logits, start, torch.ones_like(start), eos_id=self.eos_id,
                                num_beams=beams, max_new_tokens=room, length_penalty=self.length_penalty,
-                               memory=memory, memory_mask=mask)
+                               memory=memory, memory_mask=mask, no_repeat_ngram=self.no_repeat_ngram)
         ids, mask = left_pad(rows, self.pad_id)
         embedding = model.backbone.embed.token.weight
         lm = model.heads[self.head]
         room = min(self._longest_output(rows), model.backbone.cfg.max_tokens - ids.shape[1])
         return beam_decode(model.backbone, lambda hidden: lm(hidden, embedding), ids, mask, eos_id=self.eos_id,
-                           num_beams=beams, max_new_tokens=max(room, 1), length_penalty=self.length_penalty)
+                           num_beams=beams, max_new_tokens=max(room, 1), length_penalty=self.length_penalty,
+                           no_repeat_ngram=self.no_repeat_ngram)
 
     def prompts_and_references(self, examples: Sequence[Any]) -> tuple[list[Any], list[str], list[str]]:
         """(what generation starts from, the reference, a readable source) per test case. A conversation
