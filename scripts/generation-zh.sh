@@ -43,6 +43,10 @@ SAME=(--task seq2seq --data "$OUT/peoples-daily-headlines" --init "$OUT/pretrain
       --max-target-tokens 32 --batch-size 16 --epochs 3 --eval-every 100 --patience 0 --num-beams 4 --no-progress)
 lmcraft finetune "${SAME[@]}" --out "$OUT/headlines-full" --lr 3e-4
 lmcraft finetune "${SAME[@]}" --out "$OUT/headlines-lora" --lr 2e-3 --lora-rank 8 --no-baseline
+for name in full lora; do  # the same models, decoded with beam search that never repeats a 3-gram
+  lmcraft evaluate "$OUT/headlines-$name/best" "$OUT/peoples-daily-headlines/test.jsonl" --no-repeat-ngram 3 \
+    --json "$OUT/headlines-$name/test_norepeat3.json" --predictions "$OUT/headlines-$name/test_norepeat3.jsonl" > /dev/null
+done
 lmcraft finetune --task chat --data "$OUT/chatterbot-zh" --init "$OUT/pretrain/best" --out "$OUT/chat" \
   --max-len 128 --max-target-tokens 32 --batch-size 16 --lr 5e-4 --epochs 8 --eval-every 50 --patience 3 \
   --num-beams 4 --no-progress
@@ -53,15 +57,20 @@ full = json.load(open(f"{out}/headlines-full/summary.json"))
 lora = json.load(open(f"{out}/headlines-lora/summary.json"))
 card = json.load(open(f"{out}/headlines-lora/best/config.json"))["lora"]
 base = full["baseline"]["test"]
-rows = ["| headline generation (test) | ROUGE-1 | ROUGE-2 | ROUGE-L | BLEU | parameters trained |",
-        "|---|---:|---:|---:|---:|---:|"]
-for name, get, share in (("lead (first characters of the article)", lambda k: base[f"lead/{k}"], "-"),
-                         ("translation memory", lambda k: base[f"translation_memory/{k}"], "-"),
-                         ("pretrained decoder, full fine-tuning", lambda k: full["test"][k], "100%"),
-                         (f"pretrained decoder, LoRA rank {card['rank']}", lambda k: lora["test"][k],
-                          f"{card['trainable_percent']:.2f}%")):
-    rows.append(f"| {name} | {get('rouge1'):.2f} | {get('rouge2'):.2f} | {get('rougeL'):.2f} | {get('bleu'):.2f} | "
-                f"{share} |")
+full3 = json.load(open(f"{out}/headlines-full/test_norepeat3.json"))
+lora3 = json.load(open(f"{out}/headlines-lora/test_norepeat3.json"))
+rows = ["| headline generation (test) | dev loss | ROUGE-1 | ROUGE-2 | ROUGE-L | BLEU | parameters trained |",
+        "|---|---:|---:|---:|---:|---:|---:|"]
+share = f"{card['trainable_percent']:.2f}%"
+for name, get, dev, trained in (
+        ("lead (first characters of the article)", lambda k: base[f"lead/{k}"], "-", "-"),
+        ("translation memory", lambda k: base[f"translation_memory/{k}"], "-", "-"),
+        ("full fine-tuning, beam 4", lambda k: full["test"][k], f"{full['dev']['loss']:.3f}", "100%"),
+        (f"LoRA rank {card['rank']}, beam 4", lambda k: lora["test"][k], f"{lora['dev']['loss']:.3f}", share),
+        ("full fine-tuning, beam 4, no repeated 3-gram", lambda k: full3[k], "", ""),
+        (f"LoRA rank {card['rank']}, beam 4, no repeated 3-gram", lambda k: lora3[k], "", "")):
+    rows.append(f"| {name} | {dev} | {get('rouge1'):.2f} | {get('rouge2'):.2f} | {get('rougeL'):.2f} | "
+                f"{get('bleu'):.2f} | {trained} |")
 chat = json.load(open(f"{out}/chat/summary.json"))
 rows += ["", "| dialogue (test) | ROUGE-1 | ROUGE-L | BLEU |", "|---|---:|---:|---:|",
          f"| retrieval (answer of the nearest training prompt) | {chat['baseline']['test']['translation_memory/rouge1']:.2f}"
@@ -69,8 +78,9 @@ rows += ["", "| dialogue (test) | ROUGE-1 | ROUGE-L | BLEU |", "|---|---:|---:|-
          f"{chat['baseline']['test']['translation_memory/bleu']:.2f} |",
          f"| pretrained decoder, chat fine-tuning | {chat['test']['rouge1']:.2f} | {chat['test']['rougeL']:.2f} | "
          f"{chat['test']['bleu']:.2f} |"]
-for title, path, step in (("headlines (full fine-tuning)", "headlines-full", 25), ("dialogue", "chat", 8)):
-    records = [json.loads(line) for line in open(f"{out}/{path}/test_predictions.jsonl", encoding="utf-8")]
+for title, path, step in (("headlines (full fine-tuning, no repeated 3-gram)", "headlines-full/test_norepeat3", 25),
+                          ("dialogue", "chat/test_predictions", 6)):
+    records = [json.loads(line) for line in open(f"{out}/{path}.jsonl", encoding="utf-8")]
     rows += ["", f"| {title}: input | reference | output |", "|---|---|---|"]
     rows += [f"| {r['source'][:60]} | {r['reference']} | {r['output']} |" for r in records[::step]]
 open(f"{out}/report.md", "w").write("\n".join(rows) + "\n")

@@ -10,8 +10,8 @@ mkdir -p "$OUT"
 [ -f "$OUT/data/manifest.json" ] || lmcraft data prepare gettext-en-zh "$OUT/data" > /dev/null
 lmcraft tokenizer train --corpus "$OUT/data/train.jsonl" --kind bpe --vocab-size 10000 --out "$OUT/tokenizer"
 lmcraft finetune --task seq2seq --data "$OUT/data" --tokenizer "$OUT/tokenizer" --out "$OUT/decoder" --size mini \
-  --max-len 128 --max-target-tokens 64 --lr 1e-3 --batch-size 32 --epochs 2 --eval-every 400 --patience 3 \
-  --num-beams 4 --no-progress
+  --max-len 128 --max-target-tokens 64 --lr 1e-3 --batch-size 32 --epochs 4 --eval-every 600 --patience 3 \
+  --num-beams 4 --max-minutes 55 --no-progress
 python - <<'PY'
 import json
 out = "runs/translation-en-zh"

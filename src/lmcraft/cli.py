@@ -404,10 +404,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="metrics of a fine-tuned model on a labelled file",
                        description="Classifiers: accuracy, macro-F1, per-class precision/recall and the confusion "
                                    "matrix. Taggers: entity-level precision/recall/F1 per type. Relation models: "
-                                   "micro-F1 without no_relation. QA models: exact match and F1.")
+                                   "micro-F1 without no_relation. QA models: exact match and F1. Seq2seq and chat "
+                                   "models: the target tokens' loss, then beam search on every case and BLEU, chrF, "
+                                   "ROUGE (and intact placeholders).")
     p.add_argument("model_dir", help="a model directory (e.g. runs/finetune/best)")
     p.add_argument("data", help="a labelled file in the model's task format: .jsonl/.csv/.tsv (classify), "
-                                ".jsonl/.conll (tag), .jsonl (relate), SQuAD / CMRC .json (qa)")
+                                ".jsonl/.conll (tag), .jsonl (relate), SQuAD / CMRC .json (qa), source/target "
+                                ".jsonl (seq2seq), messages .jsonl (chat)")
     add_field_arguments(p)
     p.add_argument("--predictions", default=None, help="write one JSON line per prediction to this file")
     p.add_argument("--head", default=None, help="which task head to use when the model has several (multi-task)")
