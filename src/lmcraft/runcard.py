@@ -7,8 +7,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from lmcraft.data.builtin import sha256_of
-from lmcraft.fsutil import write_json
+from lmcraft.fsutil import sha256_of, write_json
 
 PACKAGES = ("lmcraft", "torch", "tokenizers", "safetensors", "numpy", "scikit-learn")
 

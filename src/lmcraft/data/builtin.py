@@ -19,7 +19,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 from collections import Counter
@@ -30,6 +29,7 @@ from pathlib import Path
 from lmcraft.data.errors import DataError
 from lmcraft.data.readers import write_jsonl
 from lmcraft.data.split import SPLITS, split_of
+from lmcraft.fsutil import sha256_of
 
 
 class MissingPackageError(RuntimeError):
@@ -52,14 +52,6 @@ def package_dir(package: str, install: str) -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise MissingPackageError(f"the package {package!r} is not installed; install it with: {install}")
     return Path(next(iter(spec.submodule_search_locations)))
-
-
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _unique_lines(path: Path) -> set[str]:

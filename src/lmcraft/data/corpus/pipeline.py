@@ -32,7 +32,6 @@ long run at the first stray byte; a JSONL line that is not a JSON object with a 
 from __future__ import annotations
 
 import gzip
-import hashlib
 import itertools
 import json
 import multiprocessing
@@ -54,7 +53,7 @@ from lmcraft.data.corpus.normalize import normalize
 from lmcraft.data.corpus.sentences import split_sentences
 from lmcraft.data.corpus.shards import ShardInfo, ShardWriter, token_dtype
 from lmcraft.data.errors import DataError
-from lmcraft.fsutil import staged_dir, write_json
+from lmcraft.fsutil import sha256_of, staged_dir, write_json
 from lmcraft.tokenizer import ROLES_FILE, TextTokenizer
 
 FORMAT = "lmcraft-token-shards/1"
@@ -288,14 +287,6 @@ def _read(config: CorpusConfig, start: Position) -> Iterator[_Read]:
 # ---- the run: its identity, the output directory, checkpoints ---------------------------------------
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def run_identity(config: CorpusConfig, tokenizer: TextTokenizer) -> dict[str, Any]:
     """Everything that decides the output: two runs with equal identities write the same bytes."""
     tokenizer_file = config.tokenizer / "tokenizer.json" if config.tokenizer.is_dir() else config.tokenizer
@@ -309,7 +300,7 @@ def run_identity(config: CorpusConfig, tokenizer: TextTokenizer) -> dict[str, An
     return {
         "format": FORMAT,
         "inputs": inputs,
-        "tokenizer": {"sha256": _sha256(tokenizer_file), "roles_sha256": _sha256(roles) if roles.exists() else None,
+        "tokenizer": {"sha256": sha256_of(tokenizer_file), "roles_sha256": sha256_of(roles) if roles.exists() else None,
                       "vocab_size": tokenizer.vocab_size},
         "dtype": token_dtype(tokenizer.vocab_size),
         "unit": config.unit,
