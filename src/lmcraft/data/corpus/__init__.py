@@ -6,10 +6,11 @@ The steps, one module each: ``normalize``, ``sentences``, ``filters``, ``dedup``
 streams the files through them, in parallel, with checkpoints to resume from.
 """
 
+from lmcraft.data.corpus.config import CorpusConfig, DedupConfig, OutDirError
 from lmcraft.data.corpus.dedup import ExactSet, MinHasher, NearDupIndex, digest64, shingle_hashes
 from lmcraft.data.corpus.filters import FILTERS, FilterConfig, rejected_by
 from lmcraft.data.corpus.normalize import normalize
-from lmcraft.data.corpus.pipeline import CorpusConfig, DedupConfig, OutDirError, run_corpus
+from lmcraft.data.corpus.pipeline import run_corpus
 from lmcraft.data.corpus.sentences import split_sentences
 from lmcraft.data.corpus.shards import ShardInfo, TokenShards, token_dtype
 

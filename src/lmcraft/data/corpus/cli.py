@@ -7,8 +7,9 @@ import os
 from pathlib import Path
 from typing import Any
 
+from lmcraft.data.corpus.config import REMOVED, UNITS, CorpusConfig, DedupConfig
 from lmcraft.data.corpus.filters import FilterConfig
-from lmcraft.data.corpus.pipeline import REMOVED, UNITS, CorpusConfig, DedupConfig, run_corpus
+from lmcraft.data.corpus.pipeline import run_corpus
 
 DESCRIPTION = """\
 Turn raw text files into sharded binary token files for pretraining, streaming: the corpus may be far

@@ -31,258 +31,26 @@ long run at the first stray byte; a JSONL line that is not a JSON object with a 
 
 from __future__ import annotations
 
-import gzip
-import itertools
 import json
 import multiprocessing
-import os
 import shutil
-import signal
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
 
-from lmcraft.data.corpus.dedup import ExactSet, MinHasher, NearDupIndex, digest64
-from lmcraft.data.corpus.filters import FILTERS, FilterConfig, rejected_by
-from lmcraft.data.corpus.normalize import normalize
-from lmcraft.data.corpus.sentences import split_sentences
+from lmcraft.data.corpus.config import FORMAT, REMOVED, CorpusConfig, OutDirError
+from lmcraft.data.corpus.dedup import ExactSet, MinHasher, NearDupIndex
+from lmcraft.data.corpus.inputs import Position, ReadBatch, read_batches
 from lmcraft.data.corpus.shards import ShardInfo, ShardWriter, token_dtype
+from lmcraft.data.corpus.worker import BatchResult, DocProcessor, init_worker, work
 from lmcraft.data.errors import DataError
 from lmcraft.fsutil import sha256_of, staged_dir, write_json
 from lmcraft.tokenizer import ROLES_FILE, TextTokenizer
-
-FORMAT = "lmcraft-token-shards/1"
-UNITS = ("document", "sentence")
-REMOVED = (*FILTERS, "exact_dup", "near_dup")  # every reason a document is removed, in the order applied
-
-
-@dataclass(frozen=True)
-class DedupConfig:
-    near_dup: bool = True  # remove near duplicates too (exact duplicates are always removed)
-    threshold: float = 0.8  # estimated Jaccard similarity of shingles at which a document is a near duplicate
-    num_perm: int = 64  # MinHash permutations (the signature's length)
-    window: int = 100_000  # near duplicates are sought among the last this many kept documents; 0: all
-
-    def __post_init__(self) -> None:
-        if not 0 < self.threshold <= 1:
-            raise ValueError(f"the near-duplicate threshold must lie in (0, 1], got {self.threshold}")
-        if self.window < 0:
-            raise ValueError(f"the near-duplicate window must be >= 0 (0: no limit), got {self.window}")
-
-
-@dataclass
-class CorpusConfig:
-    inputs: list[Path]  # text files (a document a line) or JSONL (a document a record); either may be .gz
-    out: Path  # the directory of shards and manifest.json (and, while a run is unfinished, progress.json)
-    tokenizer: Path  # a directory holding tokenizer.json (``TextTokenizer.load``)
-    workers: int = field(default_factory=lambda: os.cpu_count() or 1)  # worker processes; 0: all in this one
-    shard_tokens: int = 50_000_000  # a shard is closed at the first line boundary at or past this many tokens
-    unit: str = "document"  # "sentence": every sentence of a document becomes a document of its own
-    text_field: str = "text"  # the JSONL field that holds the text
-    filters: FilterConfig = field(default_factory=FilterConfig)  # length and quality thresholds
-    dedup: DedupConfig = field(default_factory=DedupConfig)  # near-duplicate settings
-    resume: bool = False  # continue the interrupted run in ``out`` (an error if it was a different run)
-    overwrite: bool = False  # delete a previous run's shards and manifest in ``out`` and start again
-    progress: bool = True  # show a progress bar over the input bytes (only on a terminal)
-    batch_lines: int = 2000  # lines in one batch of work for a worker
-    batch_bytes: int = 4 << 20  # ... or fewer, when they hold this many bytes
-
-    def __post_init__(self) -> None:
-        self.inputs = [Path(p) for p in self.inputs]
-        self.out, self.tokenizer = Path(self.out), Path(self.tokenizer)
-        if self.unit not in UNITS:
-            raise ValueError(f"unit must be one of {', '.join(UNITS)}, got {self.unit!r}")
-        if self.workers < 0 or self.shard_tokens < 1 or self.batch_lines < 1:
-            raise ValueError("workers must be >= 0, shard_tokens and batch_lines >= 1")
-        if not self.inputs:
-            raise ValueError("no input files")
-
-
-class OutDirError(ValueError):
-    """The output directory holds another run (or an unfinished one) and neither --resume nor --overwrite."""
-
-
-# ---- the work of a worker: one batch of lines in, per-document results out ----------------------------
-
-
-@dataclass(frozen=True)
-class Batch:
-    path: str  # the input file, for error messages
-    jsonl: bool  # JSONL records (else a document a line)
-    first_line: int  # the line number of lines[0], 1-based
-    lines: list[bytes]  # raw lines, newline included
-
-
-@dataclass
-class BatchResult:
-    docs_per_line: list[int]  # documents each line gave (0 for a blank one)
-    reasons: list[str | None]  # per document: the filter that removed it, None if it passed
-    n_sentences: list[int]  # per document
-    digests: list[int]  # per passing document: its 8-byte digest
-    n_chars: list[int]  # per passing document
-    signatures: np.ndarray  # (n_passing, num_perm) uint32; (n_passing, 0) without near-dup removal
-    lengths: np.ndarray  # (n_passing,) int64: tokens of each passing document
-    tokens: np.ndarray  # (sum(lengths),) uint32: their token ids, one after another
-    bad_utf8: int = 0  # lines decoded with replacement characters
-    error: tuple[int, str, str | None] | None = None  # (line, message, field): results stop before that line
-    cpu_seconds: float = 0.0  # CPU time the batch took in its process
-
-
-class DocProcessor:
-    """Turns a batch of raw lines into per-document results. One lives in each worker process."""
-
-    def __init__(self, config: CorpusConfig, minhasher: MinHasher | None) -> None:
-        self.config, self.minhasher = config, minhasher  # minhasher: None without near-dup removal
-        self.tokenizer = TextTokenizer.load(config.tokenizer).tokenizer
-        self.tokenizer.no_truncation()
-        self.tokenizer.no_padding()
-
-    def _record_text(self, line: str) -> str | tuple[str, str | None]:
-        """The text of a JSONL line, or (message, field) when the line is bad."""
-        try:
-            record = json.loads(line.lstrip("\ufeff"))
-        except json.JSONDecodeError as e:
-            return f"malformed JSON ({e.msg} at column {e.colno})", None
-        if not isinstance(record, dict):
-            return f"expected a JSON object, found {type(record).__name__}", None
-        text = record.get(self.config.text_field)
-        if not isinstance(text, str):
-            present = ", ".join(map(repr, record)) or "none"
-            return f"missing or not a string (fields present: {present})", self.config.text_field
-        return text
-
-    def _documents(self, text: str) -> list[tuple[str, list[str]]]:
-        """(document, its sentences) for each document of a line's text."""
-        text = normalize(text)
-        if not text:
-            return []
-        if self.config.unit == "sentence":
-            return [(s, [s]) for s in split_sentences(text)]
-        return [(text, split_sentences(text))]
-
-    def __call__(self, batch: Batch) -> BatchResult:
-        cpu_start = time.process_time()
-        docs_per_line: list[int] = []
-        reasons: list[str | None] = []
-        n_sentences: list[int] = []
-        passing: list[str] = []
-        signatures: list[np.ndarray] = []
-        bad_utf8, error = 0, None
-        for i, raw in enumerate(batch.lines):
-            try:
-                text: str | tuple[str, str | None] = raw.rstrip(b"\r\n").decode("utf-8")
-            except UnicodeDecodeError:
-                text = raw.rstrip(b"\r\n").decode("utf-8", errors="replace")
-                bad_utf8 += 1
-            if batch.jsonl and text.strip():
-                text = self._record_text(text)
-            if isinstance(text, tuple):
-                error = (batch.first_line + i, *text)
-                break
-            documents = self._documents(text)
-            docs_per_line.append(len(documents))
-            for doc, sentences in documents:
-                reason = rejected_by(doc, sentences, self.config.filters)
-                reasons.append(reason)
-                n_sentences.append(len(sentences))
-                if reason is None:
-                    passing.append(doc)
-                    if self.minhasher is not None:
-                        signatures.append(self.minhasher.signature(doc))
-        num_perm = self.minhasher.num_perm if self.minhasher is not None else 0
-        # encode_batch_fast: the same ids as encode_batch without character offsets, ~8% faster
-        ids = [e.ids for e in self.tokenizer.encode_batch_fast(passing, add_special_tokens=False)]
-        lengths = np.array([len(x) for x in ids], dtype=np.int64)
-        return BatchResult(
-            docs_per_line=docs_per_line, reasons=reasons, n_sentences=n_sentences,
-            digests=[digest64(doc) for doc in passing], n_chars=[len(doc) for doc in passing],
-            signatures=np.array(signatures, dtype=np.uint32).reshape(len(passing), num_perm),
-            lengths=lengths,
-            tokens=np.fromiter(itertools.chain.from_iterable(ids), dtype=np.uint32, count=int(lengths.sum())),
-            bad_utf8=bad_utf8, error=error, cpu_seconds=time.process_time() - cpu_start,
-        )
-
-
-_PROCESSOR: DocProcessor | None = None  # the worker process's own
-
-
-def _init_worker(config: CorpusConfig, minhasher: MinHasher | None) -> None:
-    global _PROCESSOR
-    os.environ["TOKENIZERS_PARALLELISM"] = "false"  # one thread per worker: the processes are the parallelism
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
-    _PROCESSOR = DocProcessor(config, minhasher)
-
-
-def _work(batch: Batch) -> BatchResult:
-    assert _PROCESSOR is not None
-    return _PROCESSOR(batch)
-
-
-# ---- reading the inputs -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Position:
-    file: int = 0  # index into the inputs
-    offset: int = 0  # bytes of that file (decompressed, for .gz) already consumed
-    line: int = 0  # lines of that file already consumed
-
-
-def is_jsonl(path: Path) -> bool:
-    name = path.name.lower().removesuffix(".gz")
-    return name.endswith((".jsonl", ".json"))
-
-
-def _open(path: Path) -> tuple[BinaryIO, BinaryIO]:
-    """(the stream of lines, the file on disk): the same file, unless it is gzipped."""
-    raw = path.open("rb")
-    return (gzip.GzipFile(fileobj=raw, mode="rb") if path.name.lower().endswith(".gz") else raw), raw  # type: ignore[return-value]
-
-
-@dataclass(frozen=True)
-class _Read:
-    batch: Batch
-    file: int  # the index of the batch's file among the inputs
-    ends: list[int]  # the offset in that file after each line of the batch
-    done_bytes: int  # input bytes on disk read so far, over all files (for the progress bar)
-
-    def after(self, i: int) -> Position:
-        """The position after line i of the batch."""
-        return Position(self.file, self.ends[i], self.batch.first_line + i)
-
-
-def _read(config: CorpusConfig, start: Position) -> Iterator[_Read]:
-    """Batches of raw lines from ``start`` on, in order."""
-    sizes = [p.stat().st_size for p in config.inputs]
-    for index in range(start.file, len(config.inputs)):
-        path = config.inputs[index]
-        offset, line = (start.offset, start.line) if index == start.file else (0, 0)
-        stream, raw = _open(path)
-        with raw, stream:
-            if offset:
-                stream.seek(offset)
-            lines: list[bytes] = []
-            ends: list[int] = []
-            size = 0
-            for text in stream:
-                offset += len(text)
-                line += 1
-                lines.append(text)
-                ends.append(offset)
-                size += len(text)
-                if len(lines) >= config.batch_lines or size >= config.batch_bytes:
-                    yield _Read(Batch(str(path), is_jsonl(path), line - len(lines) + 1, lines), index, ends,
-                                sum(sizes[:index]) + raw.tell())
-                    lines, ends, size = [], [], 0
-            if lines:
-                yield _Read(Batch(str(path), is_jsonl(path), line - len(lines) + 1, lines), index, ends,
-                            sum(sizes[:index]) + raw.tell())
-
 
 # ---- the run: its identity, the output directory, checkpoints ---------------------------------------
 
@@ -421,7 +189,7 @@ class _Assembler:
         self.counts["kept_characters"] += result.n_chars[k]
         return None
 
-    def take(self, result: BatchResult, read: _Read) -> None:
+    def take(self, result: BatchResult, read: ReadBatch) -> None:
         """Take a batch's results, in input order."""
         counts = self.counts
         starts = np.concatenate([[0], np.cumsum(result.lengths)])  # (n_passing + 1,)
@@ -504,7 +272,7 @@ def run_corpus(config: CorpusConfig, *, on_shard: Callable[[ShardInfo], None] | 
     pool = None
     if config.workers > 0:
         ctx = multiprocessing.get_context("spawn")  # fresh interpreters: no forked tokenizer threads or locks
-        pool = ctx.Pool(config.workers, initializer=_init_worker, initargs=(config, minhasher))
+        pool = ctx.Pool(config.workers, initializer=init_worker, initargs=(config, minhasher))
     else:
         processor = DocProcessor(config, minhasher)
     max_in_flight = 2 * max(config.workers, 1)  # bounds the memory between the reader and the workers
@@ -515,15 +283,15 @@ def run_corpus(config: CorpusConfig, *, on_shard: Callable[[ShardInfo], None] | 
     bar = tqdm(total=total_bytes, unit="B", unit_scale=True, unit_divisor=1024, desc="corpus",
                disable=None if config.progress else True)
     try:
-        in_flight: deque[tuple[Any, _Read]] = deque()
-        reads: Iterator[_Read] | None = _read(config, assembler.start)
+        in_flight: deque[tuple[Any, ReadBatch]] = deque()
+        reads: Iterator[ReadBatch] | None = read_batches(config, assembler.start)
         while True:
             while reads is not None and len(in_flight) < max_in_flight:
                 read = next(reads, None)
                 if read is None:
                     reads = None
                 elif pool is not None:
-                    in_flight.append((pool.apply_async(_work, (read.batch,)), read))
+                    in_flight.append((pool.apply_async(work, (read.batch,)), read))
                 else:
                     in_flight.append((_Inline(processor(read.batch)), read))
             if not in_flight:
