@@ -322,6 +322,24 @@ def add_field_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pair-field", default="", help="field holding the second text of a pair")
 
 
+def add_beam_arguments(p: argparse.ArgumentParser) -> None:
+    """Beam-search settings that replace a seq2seq / chat model's own (evaluate, predict)."""
+    p.add_argument("--num-beams", type=int, default=None,
+                   help="seq2seq / chat models: beams of beam search (default: the model's own setting)")
+    p.add_argument("--no-repeat-ngram", type=int, default=None,
+                   help="seq2seq / chat models: never write the same n-gram twice (default: the model's own setting)")
+
+
+def add_sampling_arguments(p: argparse.ArgumentParser, *, repetition_penalty: float) -> None:
+    """How the next token is chosen (generate, chat): greedy unless --temperature > 0."""
+    p.add_argument("--temperature", type=float, default=0.0, help="0 is greedy; higher samples more freely")
+    p.add_argument("--top-k", type=int, default=0, help="sample among the k most likely tokens (0: all)")
+    p.add_argument("--top-p", type=float, default=1.0, help="sample among the tokens that make up probability p")
+    p.add_argument("--repetition-penalty", type=float, default=repetition_penalty,
+                   help=f"> 1 makes tokens already in the text less likely (default: {repetition_penalty})")
+    p.add_argument("--seed", type=int, default=0, help="seed of the sampling (default: 0)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     fmt = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(prog="lmcraft", description=DESCRIPTION, formatter_class=fmt)
@@ -416,27 +434,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--head", default=None, help="which task head to use when the model has several (multi-task)")
     p.add_argument("--json", default=None, help="write the metrics as JSON to this file")
     p.add_argument("--int8", action="store_true", help="int8 dynamic quantization of the linear layers (CPU)")
-    p.add_argument("--num-beams", type=int, default=None,
-                   help="seq2seq / chat models: beams of beam search (default: the model's own setting)")
-    p.add_argument("--no-repeat-ngram", type=int, default=None,
-                   help="seq2seq / chat models: never write the same n-gram twice (default: the model's own setting)")
+    add_beam_arguments(p)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("predict", help="predict with a fine-tuned model",
                        description="Prints one JSON line per input: a classifier's label and probabilities, a "
                                    "tagger's entities as character spans of the text, a relation model's relation "
                                    "(from --file, JSONL with head and tail spans), a QA model's answer (from --file, "
-                                   "SQuAD / CMRC JSON).")
+                                   "SQuAD / CMRC JSON), a seq2seq model's output (beam search) or a chat model's "
+                                   "answer to each text as a first message.")
     p.add_argument("model_dir", help="a model directory")
     p.add_argument("texts", nargs="*", help="texts to classify, tag, or give a seq2seq / chat model")
     p.add_argument("--file", default=None, help="a text file (one text a line) or a .jsonl/.csv/.tsv file")
     p.add_argument("--text-field", default="text", help="field holding the text in --file (default: text)")
     p.add_argument("--head", default=None, help="which task head to use when the model has several (multi-task)")
     p.add_argument("--int8", action="store_true", help="int8 dynamic quantization of the linear layers (CPU)")
-    p.add_argument("--num-beams", type=int, default=None,
-                   help="seq2seq / chat models: beams of beam search (default: the model's own setting)")
-    p.add_argument("--no-repeat-ngram", type=int, default=None,
-                   help="seq2seq / chat models: never write the same n-gram twice (default: the model's own setting)")
+    add_beam_arguments(p)
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("export", help="write a model directory in the Hugging Face layout",
@@ -457,13 +470,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model_dir", help="a model directory with a language-model head")
     p.add_argument("prompts", nargs="+", help="one or more prompts")
     p.add_argument("--max-new-tokens", type=int, default=64, help="tokens to add at most (default: 64)")
-    p.add_argument("--temperature", type=float, default=0.0, help="0 is greedy; higher samples more freely")
-    p.add_argument("--top-k", type=int, default=0, help="sample among the k most likely tokens (0: all)")
-    p.add_argument("--top-p", type=float, default=1.0, help="sample among the tokens that make up probability p")
-    p.add_argument("--repetition-penalty", type=float, default=1.0,
-                   help="> 1 makes tokens already in the text less likely (default: 1, off)")
+    add_sampling_arguments(p, repetition_penalty=1.0)
     p.add_argument("--stop", action="append", default=[], metavar="TEXT", help="stop when this text appears")
-    p.add_argument("--seed", type=int, default=0, help="seed of the sampling (default: 0)")
     p.add_argument("--no-cache", action="store_true", help="recompute the whole prefix at each step (slow)")
     p.set_defaults(func=cmd_generate)
 
@@ -476,12 +484,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--system", default="", help="a system message that opens the conversation")
     p.add_argument("--max-new-tokens", type=int, default=0,
                    help="the longest answer in tokens (default: the longest the model was trained on)")
-    p.add_argument("--temperature", type=float, default=0.0, help="0 is greedy; higher samples more freely")
-    p.add_argument("--top-k", type=int, default=0, help="sample among the k most likely tokens (0: all)")
-    p.add_argument("--top-p", type=float, default=1.0, help="sample among the tokens that make up probability p")
-    p.add_argument("--repetition-penalty", type=float, default=1.2,
-                   help="> 1 makes tokens already in the conversation less likely (default: 1.2)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the sampling (default: 0)")
+    add_sampling_arguments(p, repetition_penalty=1.2)
     p.set_defaults(func=cmd_chat)
 
     p = sub.add_parser("run", help="run the whole process from a YAML recipe",
