@@ -64,9 +64,7 @@ def evaluate_test(model: Model, tokenizer: TextTokenizer, task: Any, examples: S
                                               progress=cfg.train.progress)
         if predictions is not None:
             write_jsonl(predictions, records)
-        flat = {f"{k}_{name}" if isinstance(v, dict) else k: (v[name] if isinstance(v, dict) else v)
-                for k, v in generated.items() for name in (v if isinstance(v, dict) else [None])}
-        return {**{f"target_{k}": v for k, v in metrics.items()}, **flat, "n": len(records)}
+        return {**{f"target_{k}": v for k, v in metrics.items()}, **generated, "n": len(records)}
     if predictions is not None:
         write_jsonl(predictions, task.prediction_records(model, tokenizer, examples, max_len))
     return {**metrics, "n": len(examples)}
@@ -87,7 +85,7 @@ def start_model(cfg: FinetuneConfig) -> tuple[Model, TextTokenizer, int, dict | 
     causal = needs_decoder(cfg)
     if cfg.init:
         model, tokenizer, _ = load_model_dir(cfg.init, heads=causal)
-        if model.cfg.causal != causal:
+        if cfg.task in ("seq2seq", "chat") and model.cfg.causal != causal:
             want = "a decoder (causal LM)" if causal else "an encoder"
             raise ValueError(f"{cfg.init} is {'a decoder' if model.cfg.causal else 'an encoder'}, but --task "
                              f"{cfg.task}{' --layout ' + cfg.layout if cfg.task == 'seq2seq' else ''} needs {want}")
