@@ -53,6 +53,8 @@ class TrainConfig:
     keep_checkpoints: int = opt(2, "how many of the newest checkpoints to keep (the best one is kept as well)")
     distributed: str = opt("ddp", "under torchrun: ddp (a model copy per process) or fsdp (parameters sharded)")
     tensorboard: bool = opt(True, "also write TensorBoard event files to RUN/tensorboard")
+    compile: bool = opt(False, "compile the backbone with torch.compile (inductor, dynamic shapes; needs a C++ "
+                               "compiler on CPU): the first steps wait tens of seconds for it, later ones run faster")
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "grad_accum", "eval_every", "eval_batch_size", "log_every", "max_bad_steps",
@@ -78,7 +80,7 @@ class ModelOptions:
     size: str = opt("mini", "named size: tiny, mini, small or base")
     max_len: int = opt(128, "longest input in tokens; longer texts are truncated (at most the model's own limit)")
     norm_first: bool = opt(False, "pre-LN instead of the article's post-LN")
-    position: str = opt("learned", "position encoding: learned or sinusoidal")
+    position: str = opt("learned", "position encoding: learned, sinusoidal or rotary")
     dropout: float = opt(0.1, "dropout rate")
 
 
@@ -116,6 +118,9 @@ class PretrainConfig:
                                 "forgetting; its held-out loss is reported next to the domain's")
     replay_ratio: float = opt(0.2, "with --replay: the share of training blocks taken from the general text (0: "
                                    "train on the domain only, but still report the general text's held-out loss)")
+    embedding_init: str = opt("random", "how a new model's token embeddings start: random, or cooccurrence (PPMI-SVD "
+                                        "vectors counted from the training blocks in seconds; a head start for short "
+                                        "pretraining, docs/training.md)")
     model: ModelOptions = field(default_factory=ModelOptions)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(lr=1e-3, max_steps=1000))
 

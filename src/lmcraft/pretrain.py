@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,10 @@ def start_pretraining(cfg: PretrainConfig) -> tuple[Model, TextTokenizer, int, l
     torch.manual_seed(cfg.train.seed)
     if cfg.objective not in ("mlm", "clm"):
         raise ValueError(f"objective must be mlm or clm, not {cfg.objective!r}")
+    if cfg.embedding_init not in ("random", "cooccurrence"):
+        raise ValueError(f"embedding_init must be random or cooccurrence, not {cfg.embedding_init!r}")
+    if cfg.embedding_init != "random" and cfg.init:
+        raise ValueError("--embedding-init starts a new model; --init continues one whose embeddings are trained")
     if cfg.objective == "clm" and (cfg.whole_word or cfg.replay or cfg.add_words or cfg.sentence_task):
         raise ValueError("--whole-word, --replay, --add-words and --sentence-task go with the mlm objective")
     if cfg.sentence_task and (cfg.whole_word or cfg.replay):
@@ -65,6 +70,19 @@ def start_pretraining(cfg: PretrainConfig) -> tuple[Model, TextTokenizer, int, l
     added = extend_vocabulary(model, tokenizer, read_words(cfg.add_words)) if cfg.add_words else []
     model.train()
     return model, tokenizer, min(model.cfg.max_tokens, cfg.model.max_len), added
+
+
+def seed_embeddings(model: Model, tokenizer: TextTokenizer, blocks: Sequence[Any], seed: int) -> None:
+    """Start the token embeddings at co-occurrence (PPMI-SVD) vectors of the training blocks' text."""
+    from lmcraft.model.embedding_init import cooccurrence_embeddings, init_token_embeddings
+
+    began = time.perf_counter()
+    embedding = model.backbone.embed.token
+    vectors, seen = cooccurrence_embeddings((getattr(b, "ids", b) for b in blocks), tokenizer.vocab_size,
+                                            embedding.embedding_dim, special_ids=tokenizer.special_ids, seed=seed)
+    n = init_token_embeddings(embedding, vectors, seen)
+    print(f"embeddings: {n:,} of {tokenizer.vocab_size:,} tokens start at co-occurrence vectors "
+          f"({time.perf_counter() - began:.1f} s)")
 
 
 def shard_documents(paths: list[str], tokenizer: TextTokenizer) -> list[list[int]] | None:
@@ -135,6 +153,8 @@ def run_pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     else:
         blocks = make_blocks(cfg, tokenizer, lines, max_len, documents)
     dev, train_blocks = split_blocks(blocks, cfg.dev_fraction, cfg.train.seed)
+    if cfg.embedding_init == "cooccurrence":  # from the training blocks only: the dev loss stays held out
+        seed_embeddings(model, tokenizer, train_blocks, cfg.train.seed)
     if cfg.replay:
         if not 0 <= cfg.replay_ratio < 1:
             raise ValueError(f"replay_ratio must lie in [0, 1) with --replay, got {cfg.replay_ratio}")

@@ -58,6 +58,8 @@ class Recipe:
     tokenizer: RecipeTokenizer = field(default_factory=RecipeTokenizer)
     model: ModelOptions = field(default_factory=ModelOptions)
     pretrain: TrainConfig = field(default_factory=lambda: TrainConfig(lr=1e-3, max_steps=1000))
+    embedding_init: str = opt("random", "how the pretrained model's token embeddings start: random, or "
+                                        "cooccurrence (PPMI-SVD vectors of the pretraining text)")
     finetune: TrainConfig = field(default_factory=lambda: TrainConfig(lr=1e-4, epochs=3.0))
     task: str = opt("classify", "what the labelled data teaches: classify or tag (named entities)")
     pooling: str = opt("auto", POOLING_HELP)
@@ -163,7 +165,7 @@ def run_recipe(recipe: Recipe) -> dict[str, Any]:
     stage("pretrain")
     results["pretrain"] = run_pretrain(PretrainConfig(corpus=[str(p) for p in corpus], tokenizer=str(out / "tokenizer"),
                                                       out=str(out / "pretrain"), model=recipe.model,
-                                                      train=recipe.pretrain))
+                                                      embedding_init=recipe.embedding_init, train=recipe.pretrain))
     done("pretrain")
 
     stage("finetune")
