@@ -5,7 +5,7 @@ BERT-mini shape (4 layers, d_model 256, 4 heads, FFN 1024) over a WordPiece voca
 the training texts; texts of their own lengths up to 128 tokens, batch 32, the same number of steps.
 Both sides get the same token ids (tokenization is measured in bench/inference.py).
 
-    python bench/finetune_classify.py [--dtype fp32|bf16] [--steps 60] [--repeats 3]
+    python bench/finetune_classify.py [--dtype fp32|bf16] [--steps 60] [--repeats 3] [--compile]
 
 Prints examples/s (median), the ratio, and peak memory.
 """
@@ -17,6 +17,7 @@ import json
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +52,7 @@ def run(side: str, encoded: str, dtype: str, threads: int, steps: int) -> dict[s
     n = steps * SHAPE["batch"]
     if side == "transformers":
         return _run_transformers(data, dtype, steps, n)
-    return _run_lmcraft(data, dtype, steps, n)
+    return _run_lmcraft(data, dtype, steps, n, compiled=side == "lmcraft compiled")
 
 
 def _run_transformers(data: dict, dtype: str, steps: int, n: int) -> dict[str, Any]:
@@ -92,7 +93,7 @@ class _PadOnly:
         return {"input_ids": ids, "attention_mask": mask, "labels": torch.tensor([f["labels"] for f in features])}
 
 
-def _run_lmcraft(data: dict, dtype: str, steps: int, n: int) -> dict[str, Any]:
+def _run_lmcraft(data: dict, dtype: str, steps: int, n: int, *, compiled: bool) -> dict[str, Any]:
     from lmcraft.config import TrainConfig
     from lmcraft.model.heads import Model
     from lmcraft.model.transformer import TransformerConfig
@@ -105,13 +106,20 @@ def _run_lmcraft(data: dict, dtype: str, steps: int, n: int) -> dict[str, Any]:
     model = Model(cfg, {task.head: task.head_spec()})
     items = [Encoded(ids, None, y) for ids, y in zip(data["ids"], data["labels"], strict=True)]
     train_cfg = TrainConfig(batch_size=SHAPE["batch"], max_steps=steps, eval_every=10**9, lr=1e-4, progress=False,
-                            tensorboard=False, bf16="on" if dtype == "bf16" else "off", save_every=10**9)
+                            tensorboard=False, bf16="on" if dtype == "bf16" else "off", save_every=10**9,
+                            compile=compiled)
     with tempfile.TemporaryDirectory() as out:
+        compile_s = 0.0
+        if compiled:  # a few steps first, so that the timed run measures the compiled model, not compiling
+            start = time.perf_counter()
+            train(model, task, items, items[:32], replace(train_cfg, max_steps=8), run_dir=Path(out) / "warmup",
+                  save_best=lambda p, s: None, lengths=[len(it.ids) for it in items])
+            compile_s = time.perf_counter() - start
         start = time.perf_counter()
         train(model, task, items, items[:32], train_cfg, run_dir=out, save_best=lambda p, s: None,
               lengths=[len(it.ids) for it in items])
         seconds = time.perf_counter() - start
-    return {"examples_per_s": n / seconds}
+    return {"examples_per_s": n / seconds, "compile_s": compile_s}
 
 
 def main() -> None:
@@ -120,19 +128,24 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--compile", action="store_true",
+                        help="also measure lmcraft with --compile (torch.compile), after 8 steps of compiling")
     args = parser.parse_args()
+    sides = ("lmcraft", "lmcraft compiled", "transformers") if args.compile else ("lmcraft", "transformers")
     with tempfile.TemporaryDirectory() as tmp:
         encoded = str(prepare(Path(tmp)))
         options = {"encoded": encoded, "dtype": args.dtype, "threads": args.threads, "steps": args.steps}
-        results = alternate({side: (lambda side=side: isolated(run, side=side, **options))
-                             for side in ("lmcraft", "transformers")}, args.repeats)
+        results = alternate({side: (lambda side=side: isolated(run, side=side, **options)) for side in sides},
+                            args.repeats)
     print(f"Sentiment fine-tuning, BERT-mini shape, batch {SHAPE['batch']}, lengths up to {SHAPE['max_len']}, "
           f"{args.dtype}, {args.threads} threads, median of {args.repeats} × {args.steps} steps")
     speed = {}
     for side, runs in results.items():
         speed[side] = median(runs, "examples_per_s")
-        print(f"  {side:<13}{speed[side]:>8,.1f} examples/s   peak RSS {median(runs, 'peak_rss_mb'):>6,.0f} MB")
-    print(f"  lmcraft / transformers: {speed['lmcraft'] / speed['transformers']:.2f}x")
+        extra = f"   (compiling: {median(runs, 'compile_s'):.0f} s)" if side == "lmcraft compiled" else ""
+        print(f"  {side:<17}{speed[side]:>8,.1f} examples/s   peak RSS {median(runs, 'peak_rss_mb'):>6,.0f} MB{extra}")
+    for side in sides[:-1]:
+        print(f"  {side} / transformers: {speed[side] / speed['transformers']:.2f}x")
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ tokens, batch 32, 15% of tokens masked (80/10/10), AdamW, gradient clipping: one
 the same batches, dtype and thread count. Each measurement runs in its own process; the two sides
 alternate.
 
-    python bench/mlm_pretrain.py [--dtype fp32|bf16] [--steps 12] [--repeats 3] [--threads 2]
+    python bench/mlm_pretrain.py [--dtype fp32|bf16] [--steps 12] [--repeats 3] [--threads 2] [--compile]
 
 Prints tokens/s (median), the ratio, peak memory, and model FLOPs utilisation against the fp32 / bf16
 matmul peak measured here. Model FLOPs count 6 × parameters × tokens for the encoder, the attention
@@ -77,6 +77,10 @@ def run(side: str, dtype: str, threads: int, steps: int, warmup: int) -> dict[st
                                 n_head=SHAPE["heads"], d_ff=SHAPE["d_ff"], max_len=512)
         objective = MaskedLM(special_ids=SPECIAL, mask_id=103, pad_id=0, vocab_size=SHAPE["vocab"])
         model = Model(cfg, {"mlm": objective.head_spec()}).train()
+        if side == "lmcraft compiled":  # the warm-up steps absorb the compilation
+            from lmcraft.train.loop import compile_backbone
+
+            compile_backbone(model)
         optimizer = build_optimizer(model, lr=1e-4, weight_decay=0.01)
 
         def loss_of(batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -108,12 +112,14 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--compile", action="store_true", help="also measure lmcraft with --compile (torch.compile)")
     args = parser.parse_args()
     peaks = {name: matmul_peak(dt, threads=args.threads) for name, dt in (("fp32", torch.float32),
                                                                           ("bf16", torch.bfloat16))}
     options = {"dtype": args.dtype, "threads": args.threads, "steps": args.steps, "warmup": args.warmup}
-    results = alternate({side: (lambda side=side: isolated(run, side=side, **options))
-                         for side in ("lmcraft", "transformers")}, args.repeats)
+    sides = ("lmcraft", "lmcraft compiled", "transformers") if args.compile else ("lmcraft", "transformers")
+    results = alternate({side: (lambda side=side: isolated(run, side=side, **options)) for side in sides},
+                        args.repeats)
     print(f"MLM pretraining, BERT-mini shape {SHAPE}, {args.dtype}, {args.threads} threads, "
           f"median of {args.repeats} × {args.steps} steps")
     print(f"matmul peak measured here: fp32 {peaks['fp32']:.0f} GFLOP/s, bf16 {peaks['bf16']:.0f} GFLOP/s")
@@ -122,9 +128,10 @@ def main() -> None:
         speed[side] = median(runs, "tokens_per_s")
         flops = median(runs, "flops_per_step") * median(runs, "steps_per_s") / 1e9
         peak = peaks[args.dtype]
-        print(f"  {side:<13}{speed[side]:>9,.0f} tokens/s   peak RSS {median(runs, 'peak_rss_mb'):>6,.0f} MB   "
+        print(f"  {side:<17}{speed[side]:>9,.0f} tokens/s   peak RSS {median(runs, 'peak_rss_mb'):>6,.0f} MB   "
               f"model {flops:>5.0f} GFLOP/s = {flops / peak:.0%} of the {args.dtype} matmul peak")
-    print(f"  lmcraft / transformers: {speed['lmcraft'] / speed['transformers']:.2f}x")
+    for side in sides[:-1]:
+        print(f"  {side} / transformers: {speed[side] / speed['transformers']:.2f}x")
     if peaks["bf16"] < peaks["fp32"]:
         print("  (this CPU has no native bf16: bf16 matmuls are emulated and slower than fp32, so --bf16 auto "
               "leaves it off here)")
