@@ -131,8 +131,8 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     return 0
 
 
-COMPILE_HELP = ("compile the backbone with torch.compile: tens of seconds first, then faster on many texts "
-                "(docs/performance.md)")
+COMPILE_HELP = ("encoders: compile the backbone with torch.compile; tens of seconds first, then faster on "
+                "many texts (docs/performance.md)")
 
 
 def _load_for_inference(args: argparse.Namespace) -> tuple:
@@ -148,6 +148,9 @@ def _load_for_inference(args: argparse.Namespace) -> tuple:
     if args.compile:
         from lmcraft.train.loop import compile_backbone
 
+        if model.cfg.causal or any(spec.get("kind") in ("lm", "decoder") for spec in model.head_specs.values()):
+            raise ValueError("--compile speeds up encoders (classify, tag, relate, qa); a generating model decodes "
+                             "step by step with its cache and is not compiled")
         compile_backbone(model)
     return model, tokenizer
 
