@@ -17,6 +17,7 @@ Prints each path's test accuracy (mean ± std over seeds), the difference, and i
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import sys
 import tempfile
@@ -33,7 +34,8 @@ from common import isolated
 MAX_LEN = 128
 
 
-def run(path: str, data_dir: str, tokenizer_file: str, seed: int, epochs: float, threads: int) -> dict[str, Any]:
+def run(path: str, data_dir: str, tokenizer_file: str, seed: int, epochs: float, threads: int,
+        window: int = 0) -> dict[str, Any]:
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
     import lmcraft.train.loop as loop
@@ -66,13 +68,15 @@ def run(path: str, data_dir: str, tokenizer_file: str, seed: int, epochs: float,
     if plain:
         loop.build_optimizer = lambda m, *, lr, weight_decay: torch.optim.AdamW(  # type: ignore[assignment]
             param_groups(m, weight_decay), lr=lr, foreach=False)
+    if window:
+        loop.epoch_batches = functools.partial(loop.epoch_batches, bucket_batches=window)  # type: ignore[assignment]
     train_cfg = TrainConfig(lr=1e-3, batch_size=32, epochs=epochs, eval_every=10**6, patience=0, progress=False,
                             tensorboard=False, save_every=10**6, seed=seed, compile=path == "fast, compiled")
     with tempfile.TemporaryDirectory() as out, (sdpa_kernel(SDPBackend.MATH) if plain else nullcontext()):
         start = time.perf_counter()
         loop.train(model, task, splits["train"], splits["test"][:32], train_cfg, run_dir=out,
                    save_best=lambda p, s: None,
-                   lengths=None if plain else [len(it.ids) for it in splits["train"]])
+                   lengths=None if plain or path == "unbucketed" else [len(it.ids) for it in splits["train"]])
         seconds = time.perf_counter() - start
         model.eval()
         correct = 0
@@ -89,12 +93,17 @@ def main() -> None:
     parser.add_argument("--epochs", type=float, default=2.0)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--compile", action="store_true", help="also run the fast path with torch.compile")
+    parser.add_argument("--unbucketed", action="store_true",
+                        help="also run the fast path without length bucketing (shuffled batches, dynamic padding)")
+    parser.add_argument("--window", type=int, default=0,
+                        help="batches per length-sorting window of the fast path (0: the loop's default)")
     args = parser.parse_args()
     from lmcraft.data.builtin import prepare
     from lmcraft.data.readers import Fields, read_examples
     from lmcraft.tokenizer import TextTokenizer, train_tokenizer
 
     paths = ["fast", "plain"] + (["fast, compiled"] if args.compile else [])
+    paths += ["unbucketed"] if args.unbucketed else []
     results: dict[str, list[dict[str, Any]]] = {p: [] for p in paths}
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "data"
@@ -106,7 +115,8 @@ def main() -> None:
             for path in paths:
                 results[path].append(isolated(run, path=path, data_dir=str(data),
                                               tokenizer_file=str(Path(tmp) / "tokenizer"), seed=seed,
-                                              epochs=args.epochs, threads=args.threads))
+                                              epochs=args.epochs, threads=args.threads,
+                                              window=args.window if path.startswith("fast") else 0))
     print(f"Sentiment fine-tuning, tiny encoder from scratch, {args.epochs:g} epochs, {args.threads} threads, "
           f"{args.seeds} seeds; test accuracy on the whole test split")
     mean = {}

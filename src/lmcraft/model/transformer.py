@@ -344,7 +344,8 @@ def attention_mask(
     position is never fully masked (a fully masked softmax row would give NaN); real positions are
     unaffected by this.
     """
-    no_padding = padding_mask is None or bool(padding_mask.all())
+    # Under torch.compile the mask is always built: reading the mask's values would break the graph.
+    no_padding = padding_mask is None or (not torch.compiler.is_compiling() and bool(padding_mask.all()))
     if no_padding and (offset == 0 or not causal):
         return None, causal
     if no_padding and length == 1:
