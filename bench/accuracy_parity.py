@@ -52,15 +52,7 @@ def run(path: str, data_dir: str, tokenizer_file: str, seed: int, epochs: float,
     plain = path == "plain"
     tokenizer = TextTokenizer.load(tokenizer_file)
 
-    class PaddedToFullLength(Classify):
-        def collate(self, items: Any, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
-            batch = super().collate(items, generator)
-            extra = MAX_LEN - batch["input_ids"].shape[1]
-            batch["input_ids"] = torch.nn.functional.pad(batch["input_ids"], (0, extra), value=self.pad_id)
-            batch["padding_mask"] = torch.nn.functional.pad(batch["padding_mask"], (0, extra), value=False)
-            return batch
-
-    task = (PaddedToFullLength if plain else Classify)(["neg", "pos"], pad_id=tokenizer.pad_id, pooling="mean")
+    task = Classify(["neg", "pos"], pad_id=tokenizer.pad_id, pooling="mean", pad_to=MAX_LEN if plain else 0)
     splits = {s: task.encode(tokenizer, read_examples(Path(data_dir) / f"{s}.jsonl", Fields()), MAX_LEN)
               for s in ("train", "test")}
     cfg = TransformerConfig.from_size("tiny", tokenizer.vocab_size, max_len=MAX_LEN, pad_id=tokenizer.pad_id)

@@ -78,7 +78,7 @@ def test_saved_model_evaluates_and_predicts(quickstart_run: tuple[Path, dict], c
     texts = ["这本书太好看了", "质量很差", "送货很快，但是包装破了", "一般"]
     assert main(["predict", best, *texts]) == 0
     eager = [json.loads(line)["probabilities"] for line in capsys.readouterr().out.splitlines()]
-    assert main(["predict", best, "--compile", *texts]) == 0  # texts of several lengths: one dynamic graph
+    assert main(["predict", best, *texts, "--compile"]) == 0  # texts of several lengths: one dynamic graph
     compiled = [json.loads(line)["probabilities"] for line in capsys.readouterr().out.splitlines()]
     for a, b in zip(eager, compiled, strict=True):
         assert a.keys() == b.keys() and all(abs(a[k] - b[k]) < 1e-4 for k in a), (a, b)

@@ -34,9 +34,10 @@ def epoch_batches(
     return batches
 
 
-def pad(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-pad to the longest sequence: ids (B, T) and padding mask (B, T), 1 at real tokens."""
-    longest = max(len(s) for s in sequences)
+def pad(sequences: Sequence[Sequence[int]], pad_id: int, *, to: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad to the longest sequence (or to ``to`` tokens, if more): ids (B, T) and padding mask (B, T),
+    1 at real tokens."""
+    longest = max(to, *(len(s) for s in sequences))
     ids = torch.full((len(sequences), longest), pad_id, dtype=torch.long)
     mask = torch.zeros((len(sequences), longest), dtype=torch.long)
     for row, seq in enumerate(sequences):

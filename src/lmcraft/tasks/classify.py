@@ -34,6 +34,7 @@ class Classify:
     metric: str = "accuracy"  # dev metric that picks the best checkpoint: accuracy or macro_f1
     pooling: str = "cls"  # what the head reads: the first token's state ("cls") or the mean ("mean")
     greater_is_better: bool = True
+    pad_to: int = 0  # pad every batch to this many tokens; 0: to its longest text (the plain path of benchmarks)
 
     def __post_init__(self) -> None:
         if self.metric not in ("accuracy", "macro_f1"):
@@ -54,11 +55,11 @@ class Classify:
         return [Encoded(i, None, y) for i, y in zip(ids, labels, strict=True)]  # type: ignore[arg-type]
 
     def collate(self, items: Sequence[Encoded], generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
-        ids, padding_mask = pad([it.ids for it in items], self.pad_id)
+        ids, padding_mask = pad([it.ids for it in items], self.pad_id, to=self.pad_to)
         batch = {"input_ids": ids, "padding_mask": padding_mask,
                  "labels": torch.tensor([it.label for it in items], dtype=torch.long)}
         if items[0].segment_ids is not None:
-            batch["segment_ids"], _ = pad([it.segment_ids or [] for it in items], 0)
+            batch["segment_ids"], _ = pad([it.segment_ids or [] for it in items], 0, to=self.pad_to)
         return batch
 
     def n_targets(self, batch: dict[str, torch.Tensor]) -> int:
