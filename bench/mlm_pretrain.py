@@ -78,9 +78,7 @@ def run(side: str, dtype: str, threads: int, steps: int, warmup: int) -> dict[st
         objective = MaskedLM(special_ids=SPECIAL, mask_id=103, pad_id=0, vocab_size=SHAPE["vocab"])
         model = Model(cfg, {"mlm": objective.head_spec()}).train()
         if side == "lmcraft compiled":  # the warm-up steps absorb the compilation
-            from lmcraft.train.loop import compile_backbone
-
-            compile_backbone(model)
+            model.compile_backbone()
         optimizer = build_optimizer(model, lr=1e-4, weight_decay=0.01)
 
         def loss_of(batch: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -1,5 +1,5 @@
 """Co-occurrence (PPMI-SVD) token embeddings: counts and PPMI against brute force, neighbours on real news,
-and the head start they give MLM pretraining."""
+and a pretraining run that starts from them."""
 
 from __future__ import annotations
 

@@ -146,12 +146,10 @@ def _load_for_inference(args: argparse.Namespace) -> tuple:
 
         model = int8_dynamic(model)
     if args.compile:
-        from lmcraft.train.loop import compile_backbone
-
         if model.cfg.causal or any(spec.get("kind") in ("lm", "decoder") for spec in model.head_specs.values()):
             raise ValueError("--compile speeds up encoders (classify, tag, relate, qa); a generating model decodes "
                              "step by step with its cache and is not compiled")
-        compile_backbone(model)
+        model.compile_backbone()
     return model, tokenizer
 
 

@@ -181,6 +181,11 @@ class Model(nn.Module):
             return ClassificationHead(self.cfg, int(spec["n_labels"]), str(spec.get("pooling", "cls")))  # type: ignore[arg-type]
         raise ValueError(f"unknown head kind {kind!r}; known: mlm, lm, classify, tag, span, relate, decoder")
 
+    def compile_backbone(self) -> None:
+        """Compile the backbone in place with torch.compile (its parameters and state dict stay as they are)
+        for inputs of any batch size and length; the heads and losses stay eager."""
+        self.backbone.compile(dynamic=True)
+
     def add_head(self, name: str, spec: dict[str, object]) -> None:
         """Put a new head on the backbone (e.g. a classifier on a pretrained encoder)."""
         self.head_specs[name] = dict(spec)

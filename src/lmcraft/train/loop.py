@@ -188,7 +188,7 @@ def train(
     generator = torch.Generator().manual_seed(cfg.seed + dist.rank)  # random parts of collation
     module = dist.wrap(model, task)
     if cfg.compile:
-        compile_backbone(model)
+        model.compile_backbone()
     bf16 = use_bf16(cfg.bf16, dist.device)
     global_batch = cfg.batch_size * dist.world
     steps_total = total_steps(cfg, len(train_items), dist.world)
@@ -345,12 +345,6 @@ def train(
     return TrainResult(steps=st.step, best_step=stopper.best_step, best_metrics=best,
                        stopped_early=st.stopped_early, seconds=time.perf_counter() - start, history=st.history,
                        is_main=dist.is_main)
-
-
-def compile_backbone(model: Model) -> None:
-    """Compile the backbone in place (its parameters and state dict stay as they are) for inputs of any
-    batch size and length; the heads and losses stay eager."""
-    model.backbone.compile(dynamic=True)
 
 
 def _tokens(batch: dict[str, torch.Tensor]) -> int:
