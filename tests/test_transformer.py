@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from lmcraft.model.transformer import EncoderDecoder, EncoderDecoderConfig, Transformer
+from lmcraft.model.transformer import EncoderDecoder, EncoderDecoderConfig, Transformer, Unpadded
 from tests.conftest import tiny_config
 
 
@@ -109,3 +109,35 @@ def test_config_checks_its_invariants() -> None:
         tiny_config(n_head=5)
     with pytest.raises(ValueError, match="position"):
         tiny_config(position="rotary-typo")
+
+
+@pytest.mark.parametrize("options", [{}, {"causal": True}, {"position": "rotary"}, {"n_kv_head": 2},
+                                     {"norm_first": True}])
+def test_unpadded_execution_equals_the_padded_one(options: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Skipping the padding (linear layers on the real tokens only, attention in groups of similar length)
+    gives the real tokens the outputs and the weights the gradients of computing the padding too."""
+    torch.manual_seed(0)
+    model = Transformer(tiny_config(**options))
+    batch, length = 19, 30  # more sequences than one attention group holds
+    lengths = torch.randint(1, length + 1, (batch,))
+    padding_mask = (torch.arange(length)[None] < lengths[:, None]).long()  # (B, T)
+    padding_mask[3] = 0
+    padding_mask[3, 10:20] = 1  # padding on both sides of one sequence
+    ids = torch.randint(5, 97, (batch, length)) * padding_mask
+    real = padding_mask.bool()
+    weights = torch.randn(int(real.sum()), 32)  # a loss whose gradient is not ~0 (sums of squares after a norm are)
+    assert Unpadded.worth_it(padding_mask)
+
+    def run(unpad: bool) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        monkeypatch.setattr(Unpadded, "WORTH_IT", 0.85 if unpad else 0.0)
+        model.zero_grad()
+        out = model(ids, padding_mask)  # (B, T, D)
+        (out[real] * weights).sum().backward()
+        return out.detach(), [p.grad.clone() for p in model.parameters() if p.grad is not None]
+
+    unpadded, grads = run(True)
+    padded, reference = run(False)
+    torch.testing.assert_close(unpadded[real], padded[real], rtol=1e-5, atol=1e-5)
+    assert (unpadded[~real] == 0).all()
+    for got, want in zip(grads, reference, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)

@@ -15,7 +15,9 @@ Features and where they come from:
   2019), the SwiGLU feed-forward network (Shazeer 2020), grouped-query attention (Ainslie et al. 2023),
   biases on or off;
 - a key/value cache for generation (``KVCache``): each new token attends to the stored keys and values
-  of the earlier ones instead of recomputing them.
+  of the earlier ones instead of recomputing them;
+- unpadded execution (``Unpadded``): in a padded batch, every layer but attention runs on the real tokens
+  only, as in the "remove padding" of FasterTransformer and the varlen kernels of FlashAttention.
 
 Notation in shape comments: B batch, T target (query) length, S source (key) length, D d_model,
 H heads, Hkv key/value heads, Dh head size (D / H unless set), F feed-forward size, V vocabulary.
@@ -215,6 +217,59 @@ class KVCache:
         self.values = [v.repeat_interleave(times, 0) for v in self.values]
 
 
+class Unpadded:
+    """The N real tokens of a padded (B, T) batch, and how attention reaches them.
+
+    The linear layers, norms, dropout and the FFN work on the (N, D) real rows alone. Attention runs on
+    groups of ``GROUP`` sequences of similar length (the batch sorted by length), each padded only to its
+    own longest member, and its outputs go back to the N rows. The real tokens' outputs are those of the
+    padded computation (to float rounding), while which examples share a batch, and so the training, is
+    unchanged: shuffled batches of mixed lengths cost little more than length-sorted ones.
+    """
+
+    GROUP = 8  # sequences per attention call
+    WORTH_IT = 0.85  # unpad below this share of real tokens; above it the gathers cost more than they save
+
+    def __init__(self, padding_mask: torch.Tensor, *, causal: bool) -> None:  # (B, T), 1 at real tokens
+        real = padding_mask.bool()
+        self.batch, self.length = batch, length = real.shape
+        self.index = real.reshape(-1).nonzero().squeeze(1)  # (N,) flat positions b·T + t of the real tokens
+        row = torch.full((batch * length,), -1, dtype=torch.long, device=real.device)
+        row[self.index] = torch.arange(len(self.index), device=real.device)
+        row = row.view(batch, length)  # (B, T): each real token's row among the N, -1 at padding
+        extent = (real * torch.arange(1, length + 1, device=real.device)).amax(1)  # (B,) last real position + 1
+        order = extent.argsort(descending=True).tolist()
+        self.groups: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, bool]] = []
+        placed = []
+        for first in range(0, batch, self.GROUP):
+            members = order[first : first + self.GROUP]
+            span = max(int(extent[members].max()), 1)
+            rows = row[members, :span]  # (b, t)
+            valid = rows >= 0
+            mask, is_causal = attention_mask(valid, span, causal=causal, device=real.device)
+            self.groups.append((rows.clamp(min=0), valid, mask, is_causal))
+            placed.append(rows[valid])
+        self.inverse = torch.cat(placed).argsort()  # group outputs, concatenated, back to the order of the N rows
+
+    @classmethod
+    def worth_it(cls, padding_mask: torch.Tensor | None) -> bool:
+        if padding_mask is None or torch.compiler.is_compiling():  # data-dependent shapes break a graph
+            return False
+        return int(padding_mask.sum()) < cls.WORTH_IT * padding_mask.numel()
+
+    def unpad(self, x: torch.Tensor) -> torch.Tensor:
+        return x.reshape(-1, x.shape[-1]).index_select(0, self.index)  # (B, T, E) -> (N, E)
+
+    def pad(self, rows: torch.Tensor) -> torch.Tensor:
+        out = rows.new_zeros(self.batch * self.length, rows.shape[-1])
+        return out.index_copy(0, self.index, rows).view(self.batch, self.length, -1)  # (N, E) -> (B, T, E)
+
+    def attend(self, qkv: torch.Tensor, core) -> torch.Tensor:
+        """``core(qkv_group (b, t, E), mask, is_causal) -> (b, t, E')`` on every group; (N, E) -> (N, E')."""
+        outputs = [core(qkv[rows], mask, is_causal)[valid] for rows, valid, mask, is_causal in self.groups]
+        return torch.cat(outputs).index_select(0, self.inverse)
+
+
 class Attention(nn.Module):
     """Multi-head attention. Self-attention projects Q, K, V with one fused matmul; with fewer key/value
     heads than query heads, each key/value head serves a group of query heads."""
@@ -246,13 +301,27 @@ class Attention(nn.Module):
         memory: torch.Tensor | None = None,  # (B, S, D) encoder output, for cross-attention
         rotary: tuple[torch.Tensor, torch.Tensor] | None = None,  # cos, sin (B, 1, T, Dh)
         cache: tuple[KVCache, int] | None = None,  # the cache and this block's layer index
+        unpadded: Unpadded | None = None,  # x holds the (N, D) real tokens of a padded batch
     ) -> torch.Tensor:
         if self.cross:
             assert memory is not None, "cross-attention needs the encoder output"
-            q = self.query(x)
             k, v = self.key_value(memory).chunk(2, dim=-1)
-        else:
-            q, k, v = self.qkv(x).split(self.sizes, dim=-1)  # (B, T, H·Dh), (B, T, Hkv·Dh) × 2
+            return self.out(self._attend(self.query(x), k, v, mask, is_causal, rotary, cache))
+        qkv = self.qkv(x)  # (B, T, H·Dh + 2·Hkv·Dh), or (N, ...) unpadded
+        if unpadded is not None:
+            def core(part: torch.Tensor, part_mask: torch.Tensor | None, part_causal: bool) -> torch.Tensor:
+                t = part.shape[1]
+                part_rotary = None if rotary is None else (rotary[0][..., :t, :], rotary[1][..., :t, :])
+                return self._attend(*part.split(self.sizes, dim=-1), part_mask, part_causal, part_rotary, None)
+
+            return self.out(unpadded.attend(qkv, core))  # (N, D)
+        return self.out(self._attend(*qkv.split(self.sizes, dim=-1), mask, is_causal, rotary, cache))  # (B, T, D)
+
+    def _attend(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,  # (B, T, H·Dh), (B, S, Hkv·Dh) × 2
+        mask: torch.Tensor | None, is_causal: bool, rotary: tuple[torch.Tensor, torch.Tensor] | None,
+        cache: tuple[KVCache, int] | None,
+    ) -> torch.Tensor:
         q, k, v = self._heads(q, self.n_head), self._heads(k, self.n_kv), self._heads(v, self.n_kv)
         if rotary is not None:
             q, k = rotate(q, *rotary), rotate(k, *rotary)
@@ -266,7 +335,7 @@ class Attention(nn.Module):
             dropout_p=self.attn_dropout if self.training else 0.0,
         )  # (B, H, T, Dh)
         b, _, t, _ = y.shape
-        return self.out(y.transpose(1, 2).reshape(b, t, -1))  # (B, T, D)
+        return y.transpose(1, 2).reshape(b, t, -1)  # (B, T, H·Dh)
 
 
 class FeedForward(nn.Module):
@@ -316,9 +385,11 @@ class Block(nn.Module):
         memory_mask: torch.Tensor | None = None,
         rotary: tuple[torch.Tensor, torch.Tensor] | None = None,
         cache: tuple[KVCache, int] | None = None,
+        unpadded: Unpadded | None = None,
     ) -> torch.Tensor:
         x = self._sublayer(x, self.self_norm,
-                           lambda h: self.self_attn(h, self_mask, is_causal=is_causal, rotary=rotary, cache=cache))
+                           lambda h: self.self_attn(h, self_mask, is_causal=is_causal, rotary=rotary, cache=cache,
+                                                    unpadded=unpadded))
         if self.cross_attn is not None:
             x = self._sublayer(x, self.cross_norm, lambda h: self.cross_attn(h, memory_mask, memory=memory))
         return self._sublayer(x, self.ffn_norm, self.ffn)
@@ -400,6 +471,7 @@ class Transformer(nn.Module):
     ) -> torch.Tensor:
         length = input_ids.shape[1]
         offset = cache.length if cache is not None else 0
+        explicit_positions = position_ids
         if position_ids is None and offset:
             position_ids = torch.arange(offset, offset + length, device=input_ids.device)[None]
         if document_ids is not None and position_ids is None:
@@ -422,12 +494,18 @@ class Transformer(nn.Module):
         memory_mask = None
         if memory_padding_mask is not None and not bool(memory_padding_mask.all()):
             memory_mask = memory_padding_mask.bool()[:, None, None, :]  # (B, 1, 1, S)
+        unpadded = None
+        if cache is None and memory is None and document_ids is None and explicit_positions is None \
+                and Unpadded.worth_it(padding_mask):
+            unpadded = Unpadded(padding_mask, causal=self.cfg.causal)  # type: ignore[arg-type]
+            x = unpadded.unpad(x)  # (N, D)
         for i, block in enumerate(self.blocks):
             x = block(x, mask, is_causal=is_causal, memory=memory, memory_mask=memory_mask, rotary=rotary,
-                      cache=(cache, i) if cache is not None else None)
+                      cache=(cache, i) if cache is not None else None, unpadded=unpadded)
         if cache is not None:
             cache.length += length
-        return self.final_norm(x)  # (B, T, D)
+        x = self.final_norm(x)
+        return x if unpadded is None else unpadded.pad(x)  # (B, T, D); zeros at padding when unpadded
 
 
 @dataclass
