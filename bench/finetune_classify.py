@@ -1,11 +1,13 @@
 """Fine-tuning speed on the real sentiment data, as each tool is used: lmcraft's training loop against
-transformers' Trainer with its defaults (dynamic padding of shuffled batches).
+transformers' Trainer with its defaults (dynamic padding of shuffled batches). lmcraft's default also
+trains on shuffled batches but skips their padding; --bucketed adds lmcraft with length-bucketed batches
+(--length-buckets: faster again, but a point less accurate, bench/accuracy_parity.py).
 
 BERT-mini shape (4 layers, d_model 256, 4 heads, FFN 1024) over a WordPiece vocabulary trained here on
 the training texts; texts of their own lengths up to 128 tokens, batch 32, the same number of steps.
 Both sides get the same token ids (tokenization is measured in bench/inference.py).
 
-    python bench/finetune_classify.py [--dtype fp32|bf16] [--steps 60] [--repeats 3] [--compile]
+    python bench/finetune_classify.py [--dtype fp32|bf16] [--steps 60] [--repeats 3] [--compile] [--bucketed]
 
 Prints examples/s (median), the ratio, and peak memory.
 """
@@ -52,7 +54,7 @@ def run(side: str, encoded: str, dtype: str, threads: int, steps: int) -> dict[s
     n = steps * SHAPE["batch"]
     if side == "transformers":
         return _run_transformers(data, dtype, steps, n)
-    return _run_lmcraft(data, dtype, steps, n, compiled=side == "lmcraft compiled")
+    return _run_lmcraft(data, dtype, steps, n, compiled=side == "lmcraft compiled", bucketed=side == "lmcraft bucketed")
 
 
 def _run_transformers(data: dict, dtype: str, steps: int, n: int) -> dict[str, Any]:
@@ -93,7 +95,7 @@ class _PadOnly:
         return {"input_ids": ids, "attention_mask": mask, "labels": torch.tensor([f["labels"] for f in features])}
 
 
-def _run_lmcraft(data: dict, dtype: str, steps: int, n: int, *, compiled: bool) -> dict[str, Any]:
+def _run_lmcraft(data: dict, dtype: str, steps: int, n: int, *, compiled: bool, bucketed: bool) -> dict[str, Any]:
     from lmcraft.config import TrainConfig
     from lmcraft.model.heads import Model
     from lmcraft.model.transformer import TransformerConfig
@@ -107,7 +109,7 @@ def _run_lmcraft(data: dict, dtype: str, steps: int, n: int, *, compiled: bool) 
     items = [Encoded(ids, None, y) for ids, y in zip(data["ids"], data["labels"], strict=True)]
     train_cfg = TrainConfig(batch_size=SHAPE["batch"], max_steps=steps, eval_every=10**9, lr=1e-4, progress=False,
                             tensorboard=False, bf16="on" if dtype == "bf16" else "off", save_every=10**9,
-                            compile=compiled)
+                            compile=compiled, length_buckets=bucketed)
     with tempfile.TemporaryDirectory() as out:
         compile_s = 0.0
         if compiled:  # a few steps first, so that the timed run measures the compiled model, not compiling
@@ -130,8 +132,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--compile", action="store_true",
                         help="also measure lmcraft with --compile (torch.compile), after 8 steps of compiling")
+    parser.add_argument("--bucketed", action="store_true", help="also measure lmcraft with length-bucketed batches")
     args = parser.parse_args()
-    sides = ("lmcraft", "lmcraft compiled", "transformers") if args.compile else ("lmcraft", "transformers")
+    sides = ("lmcraft",) + ("lmcraft compiled",) * args.compile + ("lmcraft bucketed",) * args.bucketed
+    sides += ("transformers",)
     with tempfile.TemporaryDirectory() as tmp:
         encoded = str(prepare(Path(tmp)))
         options = {"encoded": encoded, "dtype": args.dtype, "threads": args.threads, "steps": args.steps}

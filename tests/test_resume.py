@@ -115,7 +115,8 @@ def test_sigkill_at_a_random_step_then_resume_gives_identical_weights(small_inpu
 
 
 def test_ctrl_c_saves_a_checkpoint_and_resume_gives_identical_weights(small_inputs: dict, tmp_path: Path) -> None:
-    """Fine-tuning (length-bucketed batches, dropout) interrupted with SIGINT, as Ctrl-C would."""
+    """Fine-tuning (shuffled batches whose padding the model skips, dropout) interrupted with SIGINT, as
+    Ctrl-C would."""
     steps = 30
 
     def args(out: Path) -> list[str]:

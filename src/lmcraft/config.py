@@ -53,6 +53,9 @@ class TrainConfig:
     keep_checkpoints: int = opt(2, "how many of the newest checkpoints to keep (the best one is kept as well)")
     distributed: str = opt("ddp", "under torchrun: ddp (a model copy per process) or fsdp (parameters sharded)")
     tensorboard: bool = opt(True, "also write TensorBoard event files to RUN/tensorboard")
+    length_buckets: bool = opt(False, "batch texts of similar length together: about 1.2x faster fine-tuning than "
+                                      "the default shuffled batches (whose padding is skipped anyway), but a point "
+                                      "less accurate on the sentiment data (docs/performance.md)")
     compile: bool = opt(False, "compile the backbone with torch.compile (inductor, dynamic shapes; needs a C++ "
                                "compiler on CPU): the first steps wait tens of seconds for it, later ones run faster")
 

@@ -176,8 +176,9 @@ def train(
     best model with ``save_best(run_dir / "best", state_dict)``; stop early when the dev metric stops
     improving; write resumable checkpoints to ``run_dir / "checkpoints"``.
 
-    ``lengths`` (one per training item) turns on length-bucketed batches. Under ``torchrun`` the batches
-    are shared out among the processes (``cfg.batch_size`` is per process).
+    ``lengths`` (one per training item) turns on length-bucketed batches when ``cfg.length_buckets``;
+    otherwise batches are shuffled, and the model skips their padding (``model/transformer.py``). Under
+    ``torchrun`` the batches are shared out among the processes (``cfg.batch_size`` is per process).
     """
     run_dir = Path(run_dir)
     dist = Distributed.from_env(cfg.distributed)
@@ -309,7 +310,8 @@ def train(
     with _Interrupt() as interrupt:
         while st.step < steps_total and not (st.stopped_early or out_of_time):
             order = getattr(task, "epoch_batches", epoch_batches)  # a multi-task run samples its own mix
-            batches = order(len(train_items), global_batch, seed=cfg.seed, epoch=st.epoch, lengths=lengths)
+            batches = order(len(train_items), global_batch, seed=cfg.seed, epoch=st.epoch,
+                            lengths=lengths if cfg.length_buckets else None)
             while st.next_batch < len(batches):
                 group = batches[st.next_batch : st.next_batch + cfg.grad_accum]
                 st.next_batch += len(group)
