@@ -482,7 +482,15 @@ class Transformer(nn.Module):
             if position_ids is None:
                 position_ids = torch.arange(length, device=input_ids.device)[None]
             rotary = self.rotary(position_ids)
-        mask, is_causal = attention_mask(padding_mask, length, causal=self.cfg.causal, device=x.device, offset=offset)
+        unpadded = None
+        if cache is None and memory is None and document_ids is None and explicit_positions is None \
+                and Unpadded.worth_it(padding_mask):
+            unpadded = Unpadded(padding_mask, causal=self.cfg.causal)  # type: ignore[arg-type]  (its own masks)
+            x = unpadded.unpad(x)  # (N, D)
+            mask, is_causal = None, False
+        else:
+            mask, is_causal = attention_mask(padding_mask, length, causal=self.cfg.causal, device=x.device,
+                                             offset=offset)
         if document_ids is not None:
             if cache is not None:
                 raise ValueError("packed documents (document_ids) are for training, not for cached generation")
@@ -494,11 +502,6 @@ class Transformer(nn.Module):
         memory_mask = None
         if memory_padding_mask is not None and not bool(memory_padding_mask.all()):
             memory_mask = memory_padding_mask.bool()[:, None, None, :]  # (B, 1, 1, S)
-        unpadded = None
-        if cache is None and memory is None and document_ids is None and explicit_positions is None \
-                and Unpadded.worth_it(padding_mask):
-            unpadded = Unpadded(padding_mask, causal=self.cfg.causal)  # type: ignore[arg-type]
-            x = unpadded.unpad(x)  # (N, D)
         for i, block in enumerate(self.blocks):
             x = block(x, mask, is_causal=is_causal, memory=memory, memory_mask=memory_mask, rotary=rotary,
                       cache=(cache, i) if cache is not None else None, unpadded=unpadded)
