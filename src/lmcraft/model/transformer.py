@@ -26,6 +26,7 @@ H heads, Hkv key/value heads, Dh head size (D / H unless set), F feed-forward si
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -264,7 +265,8 @@ class Unpadded:
         out = rows.new_zeros(self.batch * self.length, rows.shape[-1])
         return out.index_copy(0, self.index, rows).view(self.batch, self.length, -1)  # (N, E) -> (B, T, E)
 
-    def attend(self, qkv: torch.Tensor, core) -> torch.Tensor:
+    def attend(self, qkv: torch.Tensor,
+               core: Callable[[torch.Tensor, torch.Tensor | None, bool], torch.Tensor]) -> torch.Tensor:
         """``core(qkv_group (b, t, E), mask, is_causal) -> (b, t, E')`` on every group; (N, E) -> (N, E')."""
         outputs = [core(qkv[rows], mask, is_causal)[valid] for rows, valid, mask, is_causal in self.groups]
         return torch.cat(outputs).index_select(0, self.inverse)
