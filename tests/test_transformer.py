@@ -141,3 +141,37 @@ def test_unpadded_execution_equals_the_padded_one(options: dict, monkeypatch: py
     assert (unpadded[~real] == 0).all()
     for got, want in zip(grads, reference, strict=True):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_linear_weights_lie_transposed_without_changing_the_model(tmp_path) -> None:
+    """Every linear weight is stored (in, out); the model computes what the row-major one computes, keeps
+    the layout through a safetensors round trip and a dtype change, and still quantizes to int8."""
+    import copy
+
+    from safetensors.torch import load_file, save_file
+
+    from lmcraft.model.heads import Model
+    from lmcraft.model.io import tensors_for_saving
+    from lmcraft.model.quantize import int8_dynamic
+    from lmcraft.model.transformer import store_linear_weights
+
+    torch.manual_seed(0)
+    model = Model(tiny_config(), {"classify": {"kind": "classify", "n_labels": 3, "pooling": "pooler"}}).eval()
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    assert linears and all(m.weight.stride() == (1, m.out_features) for m in linears)
+    plain = store_linear_weights(copy.deepcopy(model), transposed=False)
+    assert all(m.weight.is_contiguous() for m in plain.modules() if isinstance(m, torch.nn.Linear))
+    ids = torch.randint(5, tiny_config().vocab_size, (3, 9))
+
+    def logits(m: torch.nn.Module) -> torch.Tensor:
+        return m.heads["classify"](m(ids))
+
+    torch.testing.assert_close(logits(model), logits(plain))
+    save_file(tensors_for_saving(model.state_dict()), str(tmp_path / "w.safetensors"))
+    torch.manual_seed(1)
+    loaded = Model(tiny_config(), model.head_specs).eval()
+    loaded.load_state_dict(load_file(str(tmp_path / "w.safetensors")))
+    assert all(m.weight.stride() == (1, m.out_features) for m in loaded.modules() if isinstance(m, torch.nn.Linear))
+    assert torch.equal(logits(loaded), logits(model))
+    assert loaded.double().heads["classify"].proj.weight.stride() == (1, 3)
+    torch.testing.assert_close(logits(int8_dynamic(copy.deepcopy(model))), logits(model), atol=0.02, rtol=0.1)

@@ -85,6 +85,16 @@ def choose(logits: torch.Tensor, seen: torch.Tensor, cfg: GenerationConfig, gene
 SINGLE_THREAD_STEP_FLOPS = 1e6
 
 
+def read_order(table: torch.Tensor) -> torch.Tensor:
+    """The tied output projection's table (V, D), copied so that its transpose (D, V) is row-major.
+
+    A decode step multiplies one row per sequence by table.T; MKL reads a row-major (D, V) matrix 2-3x
+    faster than the transpose of the (V, D) embedding table (see ``store_linear_weights``). The copy
+    costs the table's memory once more while generating.
+    """
+    return table.detach().t().contiguous().t()
+
+
 @contextmanager
 def threads(n: int) -> Iterator[None]:
     """Run the block with ``n`` intra-op threads, then restore the previous count."""
@@ -123,10 +133,11 @@ def generate_ids(
     seen = ids.clone()
     finished = torch.zeros(batch, dtype=torch.bool)
     hidden = backbone(ids, mask, position_ids=positions, cache=cache)  # (B, T, D)
+    output_table = read_order(embedding) if getattr(head, "proj", None) is None else embedding
     step_flops = 2 * batch * backbone.cfg.d_model * 3 * backbone.cfg.d_model
     step_threads = 1 if cfg.use_cache and step_flops < SINGLE_THREAD_STEP_FLOPS else torch.get_num_threads()
     for _ in range(cfg.max_new_tokens):
-        logits = head(hidden[:, -1], embedding)  # (B, V)
+        logits = head(hidden[:, -1], output_table)  # (B, V)
         token = choose(logits, seen, cfg, generator)
         token = token.masked_fill(finished, pad_id)
         yield token
@@ -197,7 +208,7 @@ def beam_search(
     with torch.inference_mode():
         memory = model.encoder(source_ids, source_mask)  # (B, S, D)
     start = torch.full((source_ids.shape[0], 1), bos_id, dtype=torch.long)
-    embedding = model.decoder.embed.token.weight  # (V, D)
-    return beam_decode(model.decoder, lambda hidden: hidden @ embedding.T, start, torch.ones_like(start),
+    output_table = read_order(model.decoder.embed.token.weight)  # (V, D)
+    return beam_decode(model.decoder, lambda hidden: hidden @ output_table.T, start, torch.ones_like(start),
                        eos_id=eos_id, num_beams=num_beams, max_new_tokens=max_new_tokens,
                        length_penalty=length_penalty, memory=memory, memory_mask=source_mask)

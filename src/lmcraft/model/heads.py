@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from lmcraft.model.crf import CRF
-from lmcraft.model.transformer import Transformer, TransformerConfig
+from lmcraft.model.transformer import Transformer, TransformerConfig, store_linear_weights
 
 
 class MaskedLMHead(nn.Module):
@@ -162,6 +162,7 @@ class Model(nn.Module):
         self.backbone = Transformer(cfg)
         self.head_specs = dict(head_specs)
         self.heads = nn.ModuleDict({name: self._build_head(spec) for name, spec in head_specs.items()})
+        store_linear_weights(self.heads)
 
     def _build_head(self, spec: dict[str, object]) -> nn.Module:
         kind = spec.get("kind")
@@ -189,7 +190,7 @@ class Model(nn.Module):
     def add_head(self, name: str, spec: dict[str, object]) -> None:
         """Put a new head on the backbone (e.g. a classifier on a pretrained encoder)."""
         self.head_specs[name] = dict(spec)
-        self.heads[name] = self._build_head(spec)
+        self.heads[name] = store_linear_weights(self._build_head(spec))
 
     def forward(
         self,

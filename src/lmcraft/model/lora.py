@@ -48,6 +48,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lmcraft.model.transformer import store_linear_weights
+
 ADAPTER_KEYS = ("lora_a", "lora_b")
 ADAM_STATE_BYTES = 2 * 4  # AdamW's exp_avg and exp_avg_sq, counted as fp32 per trainable element
 
@@ -116,6 +118,7 @@ class LoraLinear(nn.Module):
         linear.weight.copy_(self.weight + self.delta_weight())
         if self.bias is not None:
             linear.bias.copy_(self.bias)
+        store_linear_weights(linear)  # the memory order of the layers it replaces
         return linear.requires_grad_(False)  # it replaces a frozen layer; model.requires_grad_() to train it all
 
     def extra_repr(self) -> str:

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from lmcraft.model.heads import LMHead, MaskedLMHead, Model
+from lmcraft.model.transformer import store_linear_weights
 from lmcraft.tokenizer import TextTokenizer
 
 
@@ -80,5 +81,5 @@ def _grow(model: Model, old_size: int, sources: Sequence[Sequence[int]]) -> None
             proj = nn.Linear(head.proj.in_features, old_size + added, bias=False)
             extra = torch.stack([head.proj.weight[list(ids)].mean(0) for ids in sources])
             proj.weight.copy_(torch.cat([head.proj.weight, extra]))
-            head.proj = proj
+            head.proj = store_linear_weights(proj)
     model.cfg.vocab_size = old_size + added

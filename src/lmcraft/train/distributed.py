@@ -19,6 +19,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from lmcraft.model.transformer import store_linear_weights
+
 MODES = ("ddp", "fsdp")
 
 
@@ -85,6 +87,7 @@ class Distributed:
         if self.mode == "fsdp":
             from torch.distributed.fsdp import fully_shard
 
+            store_linear_weights(model, transposed=False)  # FSDP shards row-major parameters only
             for block in getattr(getattr(model, "backbone", None), "blocks", []):
                 fully_shard(block)  # one block's parameters are gathered at a time
             fully_shard(module)
