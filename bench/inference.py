@@ -7,7 +7,9 @@ same weights and tokenizer. Inputs are real test-split reviews.
     python bench/inference.py [--repeats 3] [--threads 2] [--texts 640]
 
 Prints batch-1 latency (median over texts) and batch-64 throughput (texts/s) of each, the ratios, and the
-same for lmcraft with int8 dynamic quantization of its linear layers.
+same for lmcraft with int8 dynamic quantization of its linear layers. Latency is timed with all sides loaded
+in one process, taking turns text by text, so that the machine's drift hits them alike; throughput and peak
+memory come from a process per side.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -48,44 +51,53 @@ def build(workdir: Path) -> tuple[Path, Path, list[str]]:
     return ours, workdir / "hf", [e.text for e in test]
 
 
-def run(side: str, model_dir: str, texts: list[str], threads: int, latency_texts: int) -> dict[str, Any]:
-    torch.set_num_threads(threads)
+def predictor(side: str, model_dir: str) -> tuple[Callable[[str], Any], Callable[[list[str]], Any]]:
+    """(one text, a batch of texts) -> predictions, for one side."""
     if side == "transformers":
         import transformers
 
         pipe = transformers.pipeline("text-classification", model=model_dir, tokenizer=model_dir, device="cpu")
+        return (lambda text: pipe(text, truncation=True, max_length=128),
+                lambda batch: pipe(batch, batch_size=64, truncation=True, max_length=128))
+    from lmcraft.data.readers import Example
+    from lmcraft.evaluate.report import predict_batches
+    from lmcraft.model.io import load_model_dir
+    from lmcraft.model.quantize import int8_dynamic
 
-        def one(text: str) -> Any:
-            return pipe(text, truncation=True, max_length=128)
+    model, tokenizer, _ = load_model_dir(model_dir)
+    if side == "lmcraft int8":
+        model = int8_dynamic(model)
+    return (lambda text: list(predict_batches(model, tokenizer, [Example(text)], batch_size=1, progress=False)),
+            lambda batch: list(predict_batches(model, tokenizer, [Example(t) for t in batch], batch_size=64,
+                                               progress=False)))
 
-        def many(batch: list[str]) -> Any:
-            return pipe(batch, batch_size=64, truncation=True, max_length=128)
-    else:
-        from lmcraft.data.readers import Example
-        from lmcraft.evaluate.report import predict_batches
-        from lmcraft.model.io import load_model_dir
 
-        model, tokenizer, _ = load_model_dir(model_dir)
-        if side == "lmcraft int8":
-            model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
-
-        def one(text: str) -> Any:
-            return list(predict_batches(model, tokenizer, [Example(text)], batch_size=1, progress=False))
-
-        def many(batch: list[str]) -> Any:
-            return list(predict_batches(model, tokenizer, [Example(t) for t in batch], batch_size=64, progress=False))
-
-    for text in texts[:5]:
-        one(text)  # warm-up
-    latencies = []
-    for text in texts[:latency_texts]:
-        start = time.perf_counter()
-        one(text)
-        latencies.append(time.perf_counter() - start)
+def throughput(side: str, model_dir: str, texts: list[str], threads: int) -> dict[str, Any]:
+    """Batch-64 texts/s of one side, in a process of its own (so that its peak memory is its own)."""
+    torch.set_num_threads(threads)
+    one, many = predictor(side, model_dir)
+    one(texts[0])  # warm-up
     start = time.perf_counter()
     many(texts)
-    seconds = time.perf_counter() - start
-    return {"latency_ms": statistics.median(latencies) * 1000, "texts_per_s": len(texts) / seconds}
+    return {"texts_per_s": len(texts) / (time.perf_counter() - start)}
+
+
+def latencies(dirs: dict[str, str], texts: list[str], threads: int) -> dict[str, Any]:
+    """Batch-1 latency of every side, text by text in turn in one process: the machine's drift over the
+    run hits all sides alike. Returns the median milliseconds of each side."""
+    torch.set_num_threads(threads)
+    ones = {side: predictor(side, model_dir)[0] for side, model_dir in dirs.items()}
+    for text in texts[:5]:
+        for one in ones.values():
+            one(text)  # warm-up
+    times: dict[str, list[float]] = {side: [] for side in ones}
+    for i, text in enumerate(texts):
+        order = list(ones) if i % 2 == 0 else list(reversed(ones))
+        for side in order:
+            start = time.perf_counter()
+            ones[side](text)
+            times[side].append(time.perf_counter() - start)
+    return {side: statistics.median(t) * 1000 for side, t in times.items()}
 
 
 def main() -> None:
@@ -98,14 +110,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         ours, theirs, texts = build(Path(tmp))
         texts = texts[: args.texts]
-        common = {"texts": texts, "threads": args.threads, "latency_texts": args.latency_texts}
-        sides = {"lmcraft": lambda: isolated(run, side="lmcraft", model_dir=str(ours), **common),
-                 "lmcraft int8": lambda: isolated(run, side="lmcraft int8", model_dir=str(ours), **common),
-                 "transformers": lambda: isolated(run, side="transformers", model_dir=str(theirs), **common)}
+        dirs = {"lmcraft": str(ours), "lmcraft int8": str(ours), "transformers": str(theirs)}
+        sides = {side: (lambda side=side: isolated(throughput, side=side, model_dir=dirs[side], texts=texts,
+                                                   threads=args.threads))
+                 for side in dirs}
         results = alternate(sides, args.repeats)
+        timed = [isolated(latencies, dirs=dirs, texts=texts[: args.latency_texts], threads=args.threads)
+                 for _ in range(args.repeats)]
     print(f"Classification inference with tokenization, BERT-mini shape, real reviews, {args.threads} threads, "
           f"median of {args.repeats}")
-    lat = {side: median(runs, "latency_ms") for side, runs in results.items()}
+    lat = {side: statistics.median(t[side] for t in timed) for side in dirs}
     thr = {side: median(runs, "texts_per_s") for side, runs in results.items()}
     for side, runs in results.items():
         print(f"  {side:<14} batch-1 latency {lat[side]:>6.2f} ms   batch-64 {thr[side]:>7,.0f} texts/s   "

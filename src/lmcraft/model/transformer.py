@@ -165,17 +165,17 @@ class Embeddings(nn.Module):
         length = input_ids.shape[1]
         x = self.token(input_ids)  # (B, T, D)
         if self.kind != "rotary":
+            table = self.position.weight if self.position is not None else self.position_table.to(x.dtype)
             if position_ids is None:
                 if length + self.offset > self.max_len:
                     raise ValueError(f"sequence of {length} tokens is longer than the model's max_len="
                                      f"{self.max_len - self.offset}")
-                index = torch.arange(self.offset, self.offset + length, device=input_ids.device)
+                x = x + table[self.offset : self.offset + length]  # a view: positions 0 .. T-1
             else:
                 index = position_ids + self.offset
                 if int(index.max()) >= self.max_len:
                     raise ValueError(f"position {int(index.max())} is beyond the model's max_len={self.max_len}")
-            table = self.position.weight if self.position is not None else self.position_table.to(x.dtype)
-            x = x + table[index]
+                x = x + table[index]
         if self.segment is not None:  # a single text is segment 0 throughout, as in BERT
             x = x + (self.segment(segment_ids) if segment_ids is not None else self.segment.weight[0])
         return self.dropout(self.norm(x))
