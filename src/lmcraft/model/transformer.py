@@ -121,9 +121,9 @@ def store_linear_weights(module: nn.Module, *, transposed: bool = True) -> nn.Mo
     Values, shapes, parameters and state dicts stay those of ``nn.Linear``: only the strides change, to
     (1, out), and they survive ``load_state_dict``, ``.to()``, deep copies and optimizer states. F.linear
     then multiplies x (N, in) by a row-major (in, out) matrix, which MKL does faster on this project's
-    CPUs than the transpose of a row-major (out, in) one: 1.6x for a decode step's single row (whole
-    generation, bench/generate_kv_cache.py), 3-7% at training sizes. FSDP shards only row-major
-    parameters, so the sharded training puts them back.
+    CPUs than the transpose of a row-major (out, in) one when x has few rows (a decode step has one; see
+    docs/performance.md), and as fast or a few per cent faster at training sizes. FSDP shards only
+    row-major parameters, so the sharded training puts them back.
     """
     for layer in module.modules():
         if isinstance(layer, nn.Linear) and layer.out_features > 1:
@@ -133,6 +133,7 @@ def store_linear_weights(module: nn.Module, *, transposed: bool = True) -> nn.Mo
             elif not transposed and not weight.is_contiguous():
                 layer.weight.data = weight.contiguous()
     return module
+
 
 def make_norm(cfg: TransformerConfig) -> nn.Module:
     if cfg.norm == "rmsnorm":
