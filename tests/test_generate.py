@@ -116,3 +116,26 @@ def test_beam_search_stops_at_the_end_token_and_batches() -> None:
     assert len(out) == 2 and all(3 not in seq and len(seq) <= 12 for seq in out)
     alone = beam_search(model, sources[1:, :3], None, bos_id=1, eos_id=3, num_beams=3, max_new_tokens=12)
     assert alone[0] == out[1], "padding the source does not change the result"
+
+
+def test_the_output_table_copy_follows_the_embeddings(tmp_path: Path) -> None:
+    """Generation reads a transposed copy of a tied embedding table, kept between calls; once the table
+    changes (a training step, a load), the next generation sees the new values, not the old copy."""
+    from lmcraft.model.generate import read_order
+
+    hf = tiny_hf("gpt2", "lm")
+    save_with_vocab(hf, tmp_path)
+    ours, _, _ = load_model_dir(tmp_path)
+    table = ours.backbone.embed.token.weight
+    first = read_order(table)
+    assert torch.equal(first, table) and first.stride() == (1, table.shape[0])
+    assert read_order(table) is first  # kept, not copied again
+    ids, mask = left_pad(PROMPTS[:1], pad_id=0)
+    cfg = GenerationConfig(max_new_tokens=4)
+    before = [int(t) for t in generate_ids(ours, ids, mask, cfg, eos_id=None)]
+    other = next(t for t in range(5, table.shape[0]) if t not in PROMPTS[0] and t != before[0])
+    with torch.no_grad():  # the prompt is unchanged; another token's logit becomes 10x the winner's
+        table[other] = 10 * table[before[0]]
+    assert torch.equal(read_order(table), table)
+    after = [int(t) for t in generate_ids(ours, ids, mask, cfg, eos_id=None)]
+    assert after[0] == other
