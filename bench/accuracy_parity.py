@@ -5,7 +5,7 @@ over several seeds, on the real data.
   only, attention in groups of similar length), SDPA's fused attention, foreach AdamW (and, with
   --compile, torch.compile of the backbone);
 - plain: the same shuffled batches padded to the full 128 tokens and computed whole, textbook attention
-  (SDPA's math backend), a per-tensor AdamW loop;
+  (SDPA's math backend), a per-tensor AdamW loop, weights in row-major order;
 - bucketed (--bucketed): the fast path with length-bucketed batches (--length-buckets), which changes
   which texts share a batch.
 
@@ -45,7 +45,7 @@ def run(path: str, data_dir: str, tokenizer_file: str, seed: int, epochs: float,
     from lmcraft.config import TrainConfig
     from lmcraft.data.readers import Fields, read_examples
     from lmcraft.model.heads import Model
-    from lmcraft.model.transformer import TransformerConfig, Unpadded
+    from lmcraft.model.transformer import TransformerConfig, Unpadded, store_linear_weights
     from lmcraft.tasks.classify import Classify
     from lmcraft.tokenizer import TextTokenizer
     from lmcraft.train.optim import param_groups
@@ -62,6 +62,7 @@ def run(path: str, data_dir: str, tokenizer_file: str, seed: int, epochs: float,
     model = Model(cfg, {task.head: task.head_spec()})
     if plain:
         Unpadded.WORTH_IT = 0.0  # compute the padding too
+        store_linear_weights(model, transposed=False)  # weights in plain row-major order
         loop.build_optimizer = lambda m, *, lr, weight_decay: torch.optim.AdamW(  # type: ignore[assignment]
             param_groups(m, weight_decay), lr=lr, foreach=False)
     if window:
