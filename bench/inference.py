@@ -67,6 +67,8 @@ def predictor(side: str, model_dir: str) -> tuple[Callable[[str], Any], Callable
     model, tokenizer, _ = load_model_dir(model_dir)
     if side == "lmcraft int8":
         model = int8_dynamic(model)
+    if side == "lmcraft compiled":
+        model.compile_backbone()  # what `lmcraft predict --compile` does; compiles on the first calls
     return (lambda text: list(predict_batches(model, tokenizer, [Example(text)], batch_size=1, progress=False)),
             lambda batch: list(predict_batches(model, tokenizer, [Example(t) for t in batch], batch_size=64,
                                                progress=False)))

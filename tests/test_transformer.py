@@ -175,3 +175,47 @@ def test_linear_weights_lie_transposed_without_changing_the_model(tmp_path) -> N
     assert torch.equal(logits(loaded), logits(model))
     assert loaded.double().heads["classify"].proj.weight.stride() == (1, 3)
     torch.testing.assert_close(logits(int8_dynamic(copy.deepcopy(model))), logits(model), atol=0.02, rtol=0.1)
+
+
+@pytest.mark.parametrize("options", [{}, {"causal": True}, {"position": "rotary", "n_kv_head": 2},
+                                     {"norm_first": True, "activation": "swiglu"}])
+@pytest.mark.parametrize("unpad", [True, False])
+def test_first_only_equals_the_first_row_of_the_full_output(
+    options: dict, unpad: bool, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Computing the last block at the first position alone gives that position the output, and every
+    weight the gradient, of the full computation, with or without padding skipped."""
+    torch.manual_seed(0)
+    model = Transformer(tiny_config(n_layer=3, **options))
+    monkeypatch.setattr(Unpadded, "WORTH_IT", 0.85 if unpad else 0.0)
+    batch, length = 11, 24
+    lengths = torch.randint(1, length + 1, (batch,))
+    padding_mask = (torch.arange(length)[None] < lengths[:, None]).long()  # (B, T), right-padded
+    ids = torch.randint(5, 97, (batch, length)) * padding_mask
+    weights = torch.randn(batch, 32)
+
+    def run(first_only: bool, mask: torch.Tensor | None) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        model.zero_grad()
+        out = model(ids, mask, first_only=first_only)
+        assert out.shape == ((batch, 1, 32) if first_only else (batch, length, 32))
+        real = torch.ones(batch, 1) if mask is None else mask[:, :1]  # a padding position's state means nothing
+        (out[:, 0] * weights * real).sum().backward()
+        return (out[:, 0] * real).detach(), [p.grad.clone() for p in model.parameters() if p.grad is not None]
+
+    left_padded = padding_mask.clone()
+    left_padded[2, :3] = 0  # a sequence whose first position is padding: the others keep their values
+    for mask in (padding_mask, left_padded, None):
+        got, grads = run(True, mask)
+        want, reference = run(False, mask)
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+        for g, r in zip(grads, reference, strict=True):
+            torch.testing.assert_close(g, r, rtol=1e-4, atol=1e-4)
+
+
+def test_first_only_refuses_a_cache() -> None:
+    from lmcraft.model.transformer import KVCache
+
+    model = Transformer(tiny_config(causal=True))
+    cache = KVCache(model.cfg, batch=1, max_len=8)
+    with pytest.raises(ValueError, match="first_only"):
+        model(torch.ones(1, 3, dtype=torch.long), cache=cache, first_only=True)

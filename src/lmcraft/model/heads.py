@@ -60,6 +60,7 @@ class ClassificationHead(nn.Module):
         if pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, not {pooling!r}")
         self.pooling = pooling
+        self.reads_first_only = pooling != "mean"  # the backbone may compute its last block at [CLS] alone
         self.pooler = nn.Linear(cfg.d_model, cfg.d_model) if pooling == "pooler" else None
         self.dropout = nn.Dropout(cfg.dropout)
         self.proj = nn.Linear(cfg.d_model, n_labels)
@@ -198,6 +199,7 @@ class Model(nn.Module):
         padding_mask: torch.Tensor | None = None,
         segment_ids: torch.Tensor | None = None,
         document_ids: torch.Tensor | None = None,  # (B, T) packed documents that may not see each other
+        first_only: bool = False,  # only the first position's state, (B, 1, D): see Transformer.forward
     ) -> torch.Tensor:
         """Hidden states of the backbone, (B, T, D); heads are applied by the task."""
-        return self.backbone(input_ids, padding_mask, segment_ids, document_ids=document_ids)
+        return self.backbone(input_ids, padding_mask, segment_ids, document_ids=document_ids, first_only=first_only)

@@ -71,6 +71,8 @@ class TransformerConfig:
     ffn_bias: bool = True  # biases of the feed-forward network
 
     def __post_init__(self) -> None:
+        if self.n_layer < 1:
+            raise ValueError(f"n_layer must be at least 1, not {self.n_layer}")
         if not self.head_dim and self.d_model % self.n_head:
             raise ValueError(f"d_model={self.d_model} does not divide into n_head={self.n_head} heads")
         if self.n_head % self.kv_heads:
@@ -272,6 +274,8 @@ class Unpadded:
             self.groups.append((rows.clamp(min=0), valid, mask, is_causal))
             placed.append(rows[valid])
         self.inverse = torch.cat(placed).argsort()  # group outputs, concatenated, back to the order of the N rows
+        self.first = row[:, 0]  # (B,) each sequence's first token among the N rows (inputs are right-padded)
+        self.first_inverse = torch.tensor(order, device=real.device).argsort()  # group order -> batch order
 
     @classmethod
     def worth_it(cls, padding_mask: torch.Tensor | None) -> bool:
@@ -291,6 +295,13 @@ class Unpadded:
         """``core(qkv_group (b, t, E), mask, is_causal) -> (b, t, E')`` on every group; (N, E) -> (N, E')."""
         outputs = [core(qkv[rows], mask, is_causal)[valid] for rows, valid, mask, is_causal in self.groups]
         return torch.cat(outputs).index_select(0, self.inverse)
+
+    def attend_first(self, qkv: torch.Tensor,
+                     core: Callable[[torch.Tensor, torch.Tensor | None, bool], torch.Tensor]) -> torch.Tensor:
+        """As ``attend``, with ``core`` answering only each sequence's first position, (b, 1, E'):
+        (N, E) -> (B, E'), in batch order."""
+        outputs = [core(qkv[rows], mask, is_causal)[:, 0] for rows, _, mask, is_causal in self.groups]
+        return torch.cat(outputs).index_select(0, self.first_inverse)
 
 
 class Attention(nn.Module):
@@ -325,6 +336,7 @@ class Attention(nn.Module):
         rotary: tuple[torch.Tensor, torch.Tensor] | None = None,  # cos, sin (B, 1, T, Dh)
         cache: tuple[KVCache, int] | None = None,  # the cache and this block's layer index
         unpadded: Unpadded | None = None,  # x holds the (N, D) real tokens of a padded batch
+        first_only: bool = False,  # answer only the first position: (B, 1, D), or (B, D) when unpadded
     ) -> torch.Tensor:
         if self.cross:
             assert memory is not None, "cross-attention needs the encoder output"
@@ -335,19 +347,26 @@ class Attention(nn.Module):
             def core(part: torch.Tensor, part_mask: torch.Tensor | None, part_causal: bool) -> torch.Tensor:
                 t = part.shape[1]
                 part_rotary = None if rotary is None else (rotary[0][..., :t, :], rotary[1][..., :t, :])
-                return self._attend(*part.split(self.sizes, dim=-1), part_mask, part_causal, part_rotary, None)
+                return self._attend(*part.split(self.sizes, dim=-1), part_mask, part_causal, part_rotary, None,
+                                    first_only)
 
-            return self.out(unpadded.attend(qkv, core))  # (N, D)
-        return self.out(self._attend(*qkv.split(self.sizes, dim=-1), mask, is_causal, rotary, cache))  # (B, T, D)
+            attend = unpadded.attend_first if first_only else unpadded.attend
+            return self.out(attend(qkv, core))  # (N, D), or (B, D) first_only
+        return self.out(self._attend(*qkv.split(self.sizes, dim=-1), mask, is_causal, rotary, cache,
+                                     first_only))  # (B, T or 1, D)
 
     def _attend(
         self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,  # (B, T, H·Dh), (B, S, Hkv·Dh) × 2
         mask: torch.Tensor | None, is_causal: bool, rotary: tuple[torch.Tensor, torch.Tensor] | None,
-        cache: tuple[KVCache, int] | None,
+        cache: tuple[KVCache, int] | None, first_only: bool = False,
     ) -> torch.Tensor:
         q, k, v = self._heads(q, self.n_head), self._heads(k, self.n_kv), self._heads(v, self.n_kv)
         if rotary is not None:
             q, k = rotate(q, *rotary), rotate(k, *rotary)
+        if first_only:  # one query, at position 0, against every key
+            q = q[:, :, :1]  # (B, H, 1, Dh)
+            if mask is not None:
+                mask = mask[:, :, :1]  # (B, 1, 1, S)
         if cache is not None:
             k, v = cache[0].store(cache[1], k, v)  # (B, Hkv, S, Dh): the earlier positions too
         if self.n_kv != self.n_head:
@@ -393,10 +412,12 @@ class Block(nn.Module):
         self.ffn_norm = make_norm(cfg)
         self.dropout = nn.Dropout(cfg.dropout)
 
-    def _sublayer(self, x: torch.Tensor, norm: nn.Module, fn) -> torch.Tensor:
+    def _sublayer(self, x: torch.Tensor, norm: nn.Module, fn, residual: torch.Tensor | None = None) -> torch.Tensor:
+        # residual: the rows of x that fn answers, when it answers fewer than it reads (first_only)
+        residual = x if residual is None else residual
         if self.norm_first:
-            return x + self.dropout(fn(norm(x)))  # x + F(LN(x))
-        return norm(x + self.dropout(fn(x)))  # LN(x + F(x)), the article's form
+            return residual + self.dropout(fn(norm(x)))  # x + F(LN(x))
+        return norm(residual + self.dropout(fn(x)))  # LN(x + F(x)), the article's form
 
     def forward(
         self,
@@ -409,10 +430,15 @@ class Block(nn.Module):
         rotary: tuple[torch.Tensor, torch.Tensor] | None = None,
         cache: tuple[KVCache, int] | None = None,
         unpadded: Unpadded | None = None,
+        first_only: bool = False,  # outputs at the first position only: (B, 1, D), or (B, D) when unpadded
     ) -> torch.Tensor:
+        residual = None
+        if first_only:
+            residual = x[unpadded.first] if unpadded is not None else x[:, :1]
         x = self._sublayer(x, self.self_norm,
                            lambda h: self.self_attn(h, self_mask, is_causal=is_causal, rotary=rotary, cache=cache,
-                                                    unpadded=unpadded))
+                                                    unpadded=unpadded, first_only=first_only),
+                           residual)
         if self.cross_attn is not None:
             x = self._sublayer(x, self.cross_norm, lambda h: self.cross_attn(h, memory_mask, memory=memory))
         return self._sublayer(x, self.ffn_norm, self.ffn)
@@ -492,7 +518,18 @@ class Transformer(nn.Module):
         memory: torch.Tensor | None = None,  # (B, S, D) encoder output for cross-attention
         memory_padding_mask: torch.Tensor | None = None,  # (B, S)
         document_ids: torch.Tensor | None = None,  # (B, T): packed documents; none attends to another
+        first_only: bool = False,  # return only the first position's state, (B, 1, D)
     ) -> torch.Tensor:
+        """Hidden states (B, T, D).
+
+        With ``first_only`` the last block computes its output at the first position alone (keys and values
+        still come from every position), and (B, 1, D) comes back: all that a classifier pooled on [CLS]
+        reads. Its attention output, feed-forward and norms then run on one row per sequence instead of T,
+        which saves most of a block's work, in training and in inference; the values are those of the full
+        computation (to float rounding).
+        """
+        if first_only and cache is not None:
+            raise ValueError("first_only is for encoders read at their first position, not for cached generation")
         length = input_ids.shape[1]
         offset = cache.length if cache is not None else 0
         explicit_positions = position_ids
@@ -508,7 +545,8 @@ class Transformer(nn.Module):
             rotary = self.rotary(position_ids)
         unpadded = None
         if cache is None and memory is None and document_ids is None and explicit_positions is None \
-                and Unpadded.worth_it(padding_mask):
+                and Unpadded.worth_it(padding_mask) \
+                and (not first_only or bool(padding_mask[:, 0].all())):  # type: ignore[index]  (worth_it: a mask)
             unpadded = Unpadded(padding_mask, causal=self.cfg.causal)  # type: ignore[arg-type]  (its own masks)
             x = unpadded.unpad(x)  # (N, D)
             mask, is_causal = None, False
@@ -526,12 +564,16 @@ class Transformer(nn.Module):
         memory_mask = None
         if memory_padding_mask is not None and not bool(memory_padding_mask.all()):
             memory_mask = memory_padding_mask.bool()[:, None, None, :]  # (B, 1, 1, S)
+        last = len(self.blocks) - 1
         for i, block in enumerate(self.blocks):
             x = block(x, mask, is_causal=is_causal, memory=memory, memory_mask=memory_mask, rotary=rotary,
-                      cache=(cache, i) if cache is not None else None, unpadded=unpadded)
+                      cache=(cache, i) if cache is not None else None, unpadded=unpadded,
+                      first_only=first_only and i == last)
         if cache is not None:
             cache.length += length
         x = self.final_norm(x)
+        if first_only and unpadded is not None:
+            return x[:, None]  # (B, D) -> (B, 1, D)
         return x if unpadded is None else unpadded.pad(x)  # (B, T, D); zeros at padding when unpadded
 
 

@@ -66,8 +66,10 @@ class Classify:
         return int(batch["labels"].shape[0])
 
     def logits(self, model: Model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        hidden = model(batch["input_ids"], batch.get("padding_mask"), batch.get("segment_ids"))  # (B, T, D)
-        return model.heads[self.head](hidden, batch.get("padding_mask"))  # (B, C)
+        head = model.heads[self.head]
+        hidden = model(batch["input_ids"], batch.get("padding_mask"), batch.get("segment_ids"),
+                       first_only=head.reads_first_only)  # (B, T, D), or (B, 1, D) when pooled on [CLS]
+        return head(hidden, batch.get("padding_mask"))  # (B, C)
 
     def loss_sum(self, model: Model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return F.cross_entropy(self.logits(model, batch).float(), batch["labels"], reduction="sum")
