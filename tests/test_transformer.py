@@ -219,3 +219,20 @@ def test_first_only_refuses_a_cache() -> None:
     cache = KVCache(model.cfg, batch=1, max_len=8)
     with pytest.raises(ValueError, match="first_only"):
         model(torch.ones(1, 3, dtype=torch.long), cache=cache, first_only=True)
+
+
+@pytest.mark.parametrize("pooling", ["cls", "pooler", "mean"])
+def test_the_classifier_reads_only_what_its_pooling_needs(pooling: str) -> None:
+    from lmcraft.model.heads import Model
+    from lmcraft.tasks.classify import Classify
+
+    model = Model(tiny_config(), {"c": {"kind": "classify", "n_labels": 3, "labels": ["a", "b", "c"],
+                                        "pooling": pooling}}).eval()
+    task = Classify(["a", "b", "c"], pad_id=0, pooling=pooling, head="c")
+    assert model.heads["c"].reads_first_only == (pooling != "mean")
+    ids = torch.randint(5, 97, (4, 12))
+    mask = torch.ones_like(ids)
+    mask[1, 7:] = 0
+    full = model.heads["c"](model(ids * mask, mask), mask)  # every position through every block
+    torch.testing.assert_close(task.logits(model, {"input_ids": ids * mask, "padding_mask": mask}), full,
+                               rtol=1e-5, atol=1e-6)
