@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,12 +32,14 @@ def classify_task(model: Model, head: str | None = None) -> Classify:
 def predict_batches(
     model: Model, tokenizer: TextTokenizer, examples: Sequence[Example], *, batch_size: int = 128,
     progress: bool = True, chunk_batches: int = 16, head: str | None = None,
+    compiled: Callable[[dict[str, torch.Tensor]], torch.Tensor] | None = None,
 ) -> Iterator[tuple[list[int], torch.Tensor]]:
     """Yields (indices, probabilities (n, C)) chunk by chunk, in the order of ``examples``.
 
     A chunk of ``chunk_batches`` batches is tokenized in one parallel call, its examples sorted by length
     so that each batch pads little, and its results put back in order: memory stays bounded by the chunk
-    while most of the padding disappears.
+    while most of the padding disappears. ``compiled`` (from ``lmcraft.serve.compiled.load_compiled``)
+    computes the probabilities of a batch in place of the model.
     """
     task = classify_task(model, head)
     if model.training:  # eval() walks every module: a tenth of a millisecond, per call of a one-text server
@@ -52,7 +54,7 @@ def predict_batches(
         for first in range(0, len(order), batch_size):
             rows = order[first : first + batch_size]
             batch = task.collate([items[j] for j in rows])
-            probs[rows] = task.logits(model, batch).float().softmax(-1)
+            probs[rows] = compiled(batch) if compiled is not None else task.logits(model, batch).float().softmax(-1)
         if bar is not None:
             bar.update(len(idx))
         yield idx, probs
@@ -63,6 +65,7 @@ def predict_batches(
 def evaluate_examples(
     model: Model, tokenizer: TextTokenizer, examples: Sequence[Example], *, predictions: str | Path | None = None,
     batch_size: int = 128, progress: bool = True, head: str | None = None,
+    compiled: Callable[[dict[str, torch.Tensor]], torch.Tensor] | None = None,
 ) -> dict[str, Any]:
     """Accuracy, macro-F1, per-class precision/recall and confusion matrix; predictions (if a path is given)
     are written line by line as they are made, and only the confusion counts are kept."""
@@ -75,7 +78,7 @@ def evaluate_examples(
         out = predictions.with_name(predictions.name + ".tmp").open("w", encoding="utf-8")
     try:
         for idx, probs in predict_batches(model, tokenizer, examples, batch_size=batch_size, progress=progress,
-                                          head=task.head):
+                                          head=task.head, compiled=compiled):
             predicted = probs.argmax(-1).tolist()
             for i, p, row in zip(idx, predicted, probs.tolist(), strict=True):
                 confusion[task.label_ids[examples[i].label], p] += 1  # type: ignore[index]

@@ -1,0 +1,1 @@
+"""Serving a fine-tuned model: ahead-of-time compiled predictors."""

@@ -1,0 +1,84 @@
+"""Ahead-of-time compiled classifiers: the probabilities of the model itself, for one text, padded batches
+and text pairs, and never a package built for other weights."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from lmcraft.data.readers import Example
+from lmcraft.evaluate.report import predict_batches
+from lmcraft.model.heads import Model
+from lmcraft.model.io import load_model_dir, save_model_dir
+from lmcraft.serve.compiled import KINDS, compile_classifier, load_compiled, package_path
+from lmcraft.tokenizer import TextTokenizer
+from tests.conftest import tiny_config
+
+pytestmark = pytest.mark.slow  # building a package runs a C++ compiler for half a minute
+
+
+@pytest.fixture(scope="module")
+def compiled_dir(tmp_path_factory: pytest.TempPathFactory, zh_tokenizer: TextTokenizer) -> Path:
+    """A classifier over real Chinese text, weights drawn wide enough that texts get clearly different
+    probabilities, with its package built."""
+    torch.manual_seed(0)
+    cfg = tiny_config(vocab_size=zh_tokenizer.vocab_size, max_len=64)
+    model = Model(cfg, {"classify": {"kind": "classify", "n_labels": 3, "labels": ["a", "b", "c"],
+                                     "pooling": "pooler"}})
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() > 1:
+                p.normal_(std=0.3)
+    path = save_model_dir(tmp_path_factory.mktemp("models") / "classifier", model, zh_tokenizer)
+    compile_classifier(path, max_batch=8)  # batches of 16 below go through in slices
+    return path
+
+
+def texts(corpus: Path, n: int) -> list[str]:
+    lines = [line for line in corpus.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [line[: 10 + 7 * i % 120] for i, line in enumerate(lines[:n])]  # lengths from a few to 64+ tokens
+
+
+def test_the_package_gives_the_models_probabilities(compiled_dir: Path, peoples_daily: Path) -> None:
+    model, tokenizer, _ = load_model_dir(compiled_dir)
+    compiled = load_compiled(compiled_dir, "classify")
+    assert compiled is not None
+    examples = [Example(t) for t in texts(peoples_daily, 40)]
+    examples += [Example(t, pair=u) for t, u in zip(texts(peoples_daily, 6), texts(peoples_daily, 12)[6:],
+                                                     strict=True)]
+    for batch_size in (1, 16):  # one text at a time, and padded batches of mixed lengths
+        want = torch.cat([p for _, p in predict_batches(model, tokenizer, examples, batch_size=batch_size,
+                                                        progress=False)])
+        got = torch.cat([p for _, p in predict_batches(model, tokenizer, examples, batch_size=batch_size,
+                                                       progress=False, compiled=compiled)])
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+    assert want[:, 0].std() > 0.05  # the texts get different answers, so agreeing means something
+
+
+def test_a_package_for_other_weights_is_not_used(compiled_dir: Path, tmp_path: Path) -> None:
+    stale = tmp_path / "classifier"
+    subprocess.run(["cp", "-r", str(compiled_dir), str(stale)], check=True)
+    model, tokenizer, _ = load_model_dir(stale)
+    with torch.no_grad():
+        model.heads["classify"].proj.bias.add_(1.0)
+    from safetensors.torch import save_file
+
+    from lmcraft.model.io import tensors_for_saving
+
+    save_file(tensors_for_saving(model.state_dict()), str(stale / "model.safetensors"))  # weights swapped by hand
+    assert all(package_path(stale, "classify", kind).exists() for kind in KINDS)
+    with pytest.warns(UserWarning, match="built for another weights"):
+        assert load_compiled(stale, "classify") is None
+    save_model_dir(stale, model, tokenizer)  # saving the model again drops the package
+    assert load_compiled(stale, "classify") is None
+
+
+def test_predict_uses_the_package(compiled_dir: Path) -> None:
+    run = subprocess.run([sys.executable, "-m", "lmcraft", "predict", str(compiled_dir), "今天天气很好"],
+                         capture_output=True, text=True, check=True)
+    assert "using the compiled package of head 'classify'" in run.stderr
+    assert '"label"' in run.stdout
