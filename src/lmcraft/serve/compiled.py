@@ -8,8 +8,9 @@ into the surrounding loops, and needs no compiling when it is loaded (docs/perfo
     lmcraft compile MODEL_DIR        # writes MODEL_DIR/compiled/<head>.one.pt2, <head>.batch.pt2, <head>.json
 
 Two packages are built. One takes a single text and is autotuned (inductor's ``max_autotune`` with frozen
-weights), which picks inductor's own small-matrix kernels where they beat MKL: a server answering one
-request at a time wants it. The other takes batches of any size, where MKL's kernels are the faster ones.
+weights: it times inductor's own matrix kernels against MKL's and keeps the faster), which is what a server
+answering one request at a time wants; measured here it is slower on large batches. The other, built
+without autotuning, takes batches of any size.
 
 ``lmcraft predict`` and ``lmcraft evaluate`` use the packages when they were built from the model's current
 ``config.json`` and weights, with this version of torch, for this CPU's instruction set; otherwise they
