@@ -3,17 +3,19 @@ and text pairs, and never a package built for other weights."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import save_file
 
 from lmcraft.data.readers import Example
 from lmcraft.evaluate.report import predict_batches
 from lmcraft.model.heads import Model
-from lmcraft.model.io import load_model_dir, save_model_dir
+from lmcraft.model.io import load_model_dir, save_model_dir, tensors_for_saving
 from lmcraft.serve.compiled import KINDS, compile_classifier, load_compiled, package_path
 from lmcraft.tokenizer import TextTokenizer
 from tests.conftest import tiny_config
@@ -61,14 +63,10 @@ def test_the_package_gives_the_models_probabilities(compiled_dir: Path, peoples_
 
 def test_a_package_for_other_weights_is_not_used(compiled_dir: Path, tmp_path: Path) -> None:
     stale = tmp_path / "classifier"
-    subprocess.run(["cp", "-r", str(compiled_dir), str(stale)], check=True)
+    shutil.copytree(compiled_dir, stale)
     model, tokenizer, _ = load_model_dir(stale)
     with torch.no_grad():
         model.heads["classify"].proj.bias.add_(1.0)
-    from safetensors.torch import save_file
-
-    from lmcraft.model.io import tensors_for_saving
-
     save_file(tensors_for_saving(model.state_dict()), str(stale / "model.safetensors"))  # weights swapped by hand
     assert all(package_path(stale, "classify", kind).exists() for kind in KINDS)
     with pytest.warns(UserWarning, match="built for another weights"):

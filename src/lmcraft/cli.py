@@ -159,7 +159,7 @@ def _compiled_for(args: argparse.Namespace, head: str) -> object:
     --compile asks for another way of running the model; None when there is no usable package."""
     from lmcraft.serve.compiled import load_compiled
 
-    if args.int8 or args.compile or not (Path(args.model_dir) / "config.json").exists():
+    if args.int8 or args.compile:
         return None
     compiled = load_compiled(args.model_dir, head)
     if compiled is not None:
