@@ -99,7 +99,7 @@ def _run_lmcraft(data: dict, dtype: str, steps: int, n: int, *, compiled: bool, 
     from lmcraft.config import TrainConfig
     from lmcraft.model.heads import Model
     from lmcraft.model.transformer import TransformerConfig
-    from lmcraft.tasks.classify import Classify, Encoded
+    from lmcraft.tasks.classify.task import Classify, Encoded
     from lmcraft.train.loop import train
 
     cfg = TransformerConfig(vocab_size=data["vocab"], n_layer=SHAPE["layers"], d_model=SHAPE["d_model"],

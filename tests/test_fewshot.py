@@ -14,7 +14,7 @@ from lmcraft.data.readers import Example
 from lmcraft.fewshot import run_fewshot, sample_per_class
 from lmcraft.model.heads import Model
 from lmcraft.model.io import save_model_dir
-from lmcraft.tasks.prompt import PromptClassify, parse_verbalizer
+from lmcraft.tasks.classify.prompt import PromptClassify, parse_verbalizer
 from lmcraft.tokenizer import TextTokenizer
 from tests.conftest import tiny_config
 

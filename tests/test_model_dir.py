@@ -10,7 +10,7 @@ import torch
 
 from lmcraft.model import io
 from lmcraft.model.heads import Model
-from lmcraft.tasks.classify import Classify
+from lmcraft.tasks.classify.task import Classify
 from lmcraft.tokenizer import TextTokenizer
 from tests.conftest import tiny_config
 

@@ -13,9 +13,9 @@ from lmcraft.cli import main
 from lmcraft.config import ModelOptions, MultitaskConfig, TrainConfig
 from lmcraft.data.builtin import prepare
 from lmcraft.multitask import parse_task, run_multitask
-from lmcraft.tasks.classify import Classify
+from lmcraft.tasks.classify.task import Classify
 from lmcraft.tasks.multitask import MultiItem, MultiTask
-from lmcraft.tasks.tag import Tag
+from lmcraft.tasks.tag.task import Tag
 
 
 def _multi(sizes: list[int], **options: object) -> tuple[MultiTask, list[MultiItem]]:

@@ -29,7 +29,7 @@ from lmcraft.evaluate.qa_metrics import (
     squad_tokens,
 )
 from lmcraft.model.heads import Model
-from lmcraft.tasks.qa import ExtractiveQA, make_windows, top_spans
+from lmcraft.tasks.qa.task import ExtractiveQA, make_windows, top_spans
 from lmcraft.tokenizer import TextTokenizer, train_tokenizer
 from lmcraft.train.distributed import Distributed
 from lmcraft.train.loop import evaluate, train

@@ -16,9 +16,9 @@ from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_su
 
 from lmcraft.config import TrainConfig
 from lmcraft.data.errors import DataError
-from lmcraft.evaluate.relate_baseline import relation_baseline
 from lmcraft.model.heads import Model, RelationHead
-from lmcraft.tasks.relate import (
+from lmcraft.tasks.relate.baseline import relation_baseline
+from lmcraft.tasks.relate.task import (
     Entity,
     MarkedTokens,
     RelationExample,

@@ -20,7 +20,7 @@ from lmcraft.model.io import load_model_dir, save_model_dir
 from lmcraft.model.transformer import TransformerConfig
 from lmcraft.model.vocab import add_special_tokens
 from lmcraft.objectives.mlm import IGNORE
-from lmcraft.tasks.seq2seq import ROLE_TOKENS, Seq2Seq
+from lmcraft.tasks.seq2seq.task import ROLE_TOKENS, Seq2Seq
 from lmcraft.tokenizer import TextTokenizer, train_tokenizer, without_cjk_spaces
 
 PAIRS = [Pair("Open the file", "打开文件"), Pair("Save %s as", "将 %s 另存为"), Pair("Quit", "退出"),

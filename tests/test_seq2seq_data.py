@@ -19,7 +19,7 @@ from lmcraft.data.gettext_pairs import clean_entry, read_mo, strip_accelerators
 from lmcraft.data.headlines import cut_at_sentence
 from lmcraft.data.seq2seq import Pair, check_placeholders, placeholders, read_pairs
 from lmcraft.evaluate.generation_metrics import bleu, chrf, generation_report, is_chinese, lcs_length, rouge
-from lmcraft.evaluate.seq2seq_baselines import baseline_report, lead, translation_memory
+from lmcraft.tasks.seq2seq.baseline import baseline_report, lead, translation_memory
 
 LOCALE = Path("/usr/share/locale/zh_CN/LC_MESSAGES")
 needs_catalogues = pytest.mark.skipif(not any(LOCALE.glob("*.mo")), reason="no zh_CN gettext catalogues here")

@@ -19,7 +19,7 @@ from lmcraft.config import TrainConfig
 from lmcraft.data.readers import Fields, read_examples
 from lmcraft.model.heads import Model
 from lmcraft.model.transformer import TransformerConfig, Unpadded, store_linear_weights
-from lmcraft.tasks.classify import Classify
+from lmcraft.tasks.classify.task import Classify
 from lmcraft.tokenizer import TextTokenizer
 from lmcraft.train.optim import param_groups
 

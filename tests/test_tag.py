@@ -24,7 +24,7 @@ from lmcraft.data.ner import (
 )
 from lmcraft.model.crf import CRF
 from lmcraft.model.heads import Model
-from lmcraft.tasks.tag import IGNORE, Tag
+from lmcraft.tasks.tag.task import IGNORE, Tag
 from lmcraft.tokenizer import TextTokenizer, train_tokenizer
 from lmcraft.train.loop import train
 from tests.conftest import tiny_config

@@ -11,7 +11,7 @@ import torch
 from lmcraft.config import TrainConfig
 from lmcraft.model.heads import Model
 from lmcraft.objectives.mlm import MaskedLM
-from lmcraft.tasks.classify import Classify, Encoded
+from lmcraft.tasks.classify.task import Classify, Encoded
 from lmcraft.train.early_stopping import EarlyStopping
 from lmcraft.train.loop import train
 from lmcraft.train.optim import build_optimizer, param_groups, warmup_linear

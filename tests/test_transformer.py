@@ -224,7 +224,7 @@ def test_first_only_refuses_a_cache() -> None:
 @pytest.mark.parametrize("pooling", ["cls", "pooler", "mean"])
 def test_the_classifier_reads_only_what_its_pooling_needs(pooling: str) -> None:
     from lmcraft.model.heads import Model
-    from lmcraft.tasks.classify import Classify
+    from lmcraft.tasks.classify.task import Classify
 
     model = Model(tiny_config(), {"c": {"kind": "classify", "n_labels": 3, "labels": ["a", "b", "c"],
                                         "pooling": pooling}}).eval()

@@ -1,7 +1,7 @@
 """``lmcraft chat MODEL_DIR``: talk to a fine-tuned dialogue model in the terminal.
 
 Each user line is added to the conversation, the conversation is written with the chat template the model
-was trained on (role tokens, ``tasks/seq2seq.py``), and the answer is printed token by token as it is
+was trained on (role tokens, ``tasks/seq2seq/task.py``), and the answer is printed token by token as it is
 generated (with the KV cache). The conversation keeps growing until it no longer fits the model's
 positions; then its oldest exchanges are left out of the prompt.
 
@@ -19,7 +19,7 @@ from typing import TextIO
 from lmcraft.data.chat import Turn
 from lmcraft.model.generate import GenerationConfig, generate_from_ids
 from lmcraft.model.heads import Model
-from lmcraft.tasks.seq2seq import Seq2Seq
+from lmcraft.tasks.seq2seq.task import Seq2Seq
 from lmcraft.tokenizer import TextTokenizer
 
 

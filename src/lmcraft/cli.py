@@ -307,7 +307,7 @@ def _predict_structured(args: argparse.Namespace, model: object, tokenizer: obje
         form = "JSONL with text, head and tail spans" if task_name == "relate" else "SQuAD / CMRC JSON"
         raise ValueError(f"a {task_name} model predicts from --file ({form}), not from bare texts")
     if task_name == "relate":
-        from lmcraft.tasks.relate import read_relations
+        from lmcraft.tasks.relate.task import read_relations
 
         examples = read_relations(args.file, labelled=False)
     else:

@@ -23,9 +23,9 @@ from lmcraft.config import FewshotConfig, FinetuneConfig, to_dict
 from lmcraft.data.readers import Example
 from lmcraft.finetune import load_splits
 from lmcraft.model.io import load_model_dir
-from lmcraft.tasks.classify import Classify
+from lmcraft.tasks.classify.prompt import PromptClassify, parse_verbalizer
+from lmcraft.tasks.classify.task import Classify
 from lmcraft.tasks.kinds import task_kind
-from lmcraft.tasks.prompt import PromptClassify, parse_verbalizer
 from lmcraft.train.distributed import Distributed, TaskModule
 from lmcraft.train.loop import evaluate, train
 

@@ -20,7 +20,7 @@ from lmcraft.model.heads import Model
 from lmcraft.model.io import count_parameters, load_model_dir, save_model_dir
 from lmcraft.model.transformer import TransformerConfig
 from lmcraft.runcard import write_run_card
-from lmcraft.tasks.classify import Classify
+from lmcraft.tasks.classify.task import Classify
 from lmcraft.tasks.kinds import task_kind
 from lmcraft.tokenizer import TextTokenizer
 from lmcraft.train.distributed import Distributed, TaskModule
@@ -147,7 +147,7 @@ def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     model, tokenizer, max_len, pooler, parent_card = start_model(cfg)
     if cfg.task == "chat":
         from lmcraft.model.vocab import add_special_tokens
-        from lmcraft.tasks.seq2seq import ROLE_TOKENS
+        from lmcraft.tasks.seq2seq.task import ROLE_TOKENS
 
         added = add_special_tokens(model, tokenizer, list(ROLE_TOKENS.values()))
         if added:

@@ -13,7 +13,7 @@ from lmcraft.config import FinetuneConfig, MultitaskConfig, to_dict
 from lmcraft.finetune import evaluate_test, load_splits, start_model
 from lmcraft.model.io import count_parameters, load_model_dir, save_model_dir
 from lmcraft.runcard import write_run_card
-from lmcraft.tasks.classify import Classify
+from lmcraft.tasks.classify.task import Classify
 from lmcraft.tasks.kinds import task_kind
 from lmcraft.tasks.multitask import MultiTask
 from lmcraft.train.loop import train

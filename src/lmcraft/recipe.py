@@ -27,10 +27,10 @@ from lmcraft.config import (
 )
 from lmcraft.data.builtin import BUILTINS, prepare
 from lmcraft.data.readers import read_corpus
-from lmcraft.evaluate.baseline import tfidf_baseline
-from lmcraft.evaluate.ner_baseline import crf_baseline
 from lmcraft.finetune import load_splits, run_finetune
 from lmcraft.pretrain import run_pretrain
+from lmcraft.tasks.classify.baseline import tfidf_baseline
+from lmcraft.tasks.tag.baseline import crf_baseline
 from lmcraft.tokenizer import TextTokenizer, train_tokenizer
 
 

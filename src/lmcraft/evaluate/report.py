@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 from lmcraft.data.readers import Example
 from lmcraft.evaluate.metrics import confusion_summary, format_confusion
 from lmcraft.model.heads import Model
-from lmcraft.tasks.classify import Classify
+from lmcraft.tasks.classify.task import Classify
 from lmcraft.tokenizer import TextTokenizer
 
 

@@ -36,7 +36,7 @@ def _read_classify(path: Path, cfg: FinetuneConfig) -> list[Any]:
 
 
 def _build_classify(examples: Examples, files: dict[str, Path], cfg: FinetuneConfig, tokenizer: TextTokenizer) -> Any:
-    from lmcraft.tasks.classify import Classify
+    from lmcraft.tasks.classify.task import Classify
 
     labels = sorted({ex.label for ex in examples["train"]})
     if len(labels) < 2:
@@ -49,13 +49,13 @@ def _build_classify(examples: Examples, files: dict[str, Path], cfg: FinetuneCon
 
 
 def _classify_from_spec(spec: dict[str, Any], pad_id: int) -> Any:
-    from lmcraft.tasks.classify import Classify
+    from lmcraft.tasks.classify.task import Classify
 
     return Classify(list(spec["labels"]), pad_id, pooling=str(spec.get("pooling", "cls")))
 
 
 def _baseline_classify(examples: Examples, files: dict[str, Path]) -> dict[str, Any]:
-    from lmcraft.evaluate.baseline import tfidf_baseline
+    from lmcraft.tasks.classify.baseline import tfidf_baseline
 
     result = tfidf_baseline(examples["train"], examples["dev"], examples["test"])
     return {"name": "TF-IDF character n-grams + logistic regression", "test": result["test"]}
@@ -70,7 +70,7 @@ def _read_tag(path: Path, cfg: FinetuneConfig) -> list[Any]:
 
 
 def _build_tag(examples: Examples, files: dict[str, Path], cfg: FinetuneConfig, tokenizer: TextTokenizer) -> Any:
-    from lmcraft.tasks.tag import Tag
+    from lmcraft.tasks.tag.task import Tag
 
     if cfg.metric not in ("", "f1"):
         raise ValueError(f"tagging selects on entity-level 'f1', not {cfg.metric!r}")
@@ -88,13 +88,13 @@ def _build_tag(examples: Examples, files: dict[str, Path], cfg: FinetuneConfig, 
 
 
 def _tag_from_spec(spec: dict[str, Any], pad_id: int) -> Any:
-    from lmcraft.tasks.tag import Tag
+    from lmcraft.tasks.tag.task import Tag
 
     return Tag.from_spec(spec, pad_id)
 
 
 def _baseline_tag(examples: Examples, files: dict[str, Path]) -> dict[str, Any]:
-    from lmcraft.evaluate.ner_baseline import crf_baseline
+    from lmcraft.tasks.tag.baseline import crf_baseline
 
     return {"name": "CRF over character features (CRFsuite)",
             "test": crf_baseline(examples["train"], examples["test"])["test"]}
@@ -103,13 +103,13 @@ def _baseline_tag(examples: Examples, files: dict[str, Path]) -> dict[str, Any]:
 # -- relation extraction -----------------------------------------------------------------------------------
 
 def _read_relate(path: Path, cfg: FinetuneConfig) -> list[Any]:
-    from lmcraft.tasks.relate import read_relations
+    from lmcraft.tasks.relate.task import read_relations
 
     return read_relations(path)
 
 
 def _build_relate(examples: Examples, files: dict[str, Path], cfg: FinetuneConfig, tokenizer: TextTokenizer) -> Any:
-    from lmcraft.tasks.relate import RelationExtraction, check_relations, labels_from
+    from lmcraft.tasks.relate.task import RelationExtraction, check_relations, labels_from
 
     labels = labels_from(examples["train"])
     if len(labels) < 2:
@@ -122,13 +122,13 @@ def _build_relate(examples: Examples, files: dict[str, Path], cfg: FinetuneConfi
 
 
 def _relate_from_spec(spec: dict[str, Any], pad_id: int) -> Any:
-    from lmcraft.tasks.relate import RelationExtraction
+    from lmcraft.tasks.relate.task import RelationExtraction
 
     return RelationExtraction.from_head_spec(spec, pad_id)
 
 
 def _baseline_relate(examples: Examples, files: dict[str, Path]) -> dict[str, Any]:
-    from lmcraft.evaluate.relate_baseline import relation_baseline
+    from lmcraft.tasks.relate.baseline import relation_baseline
 
     result = relation_baseline(examples["train"], examples["dev"], examples["test"])
     return {"name": "TF-IDF of the marked text + logistic regression", "test": result["test"]}
@@ -143,7 +143,7 @@ def _read_qa(path: Path, cfg: FinetuneConfig) -> list[Any]:
 
 
 def _build_qa(examples: Examples, files: dict[str, Path], cfg: FinetuneConfig, tokenizer: TextTokenizer) -> Any:
-    from lmcraft.tasks.qa import ExtractiveQA
+    from lmcraft.tasks.qa.task import ExtractiveQA
 
     # Unanswerable questions in training (SQuAD 2.0 style) teach the model to abstain; without them it always
     # answers (SQuAD 1.1, CMRC 2018).
@@ -153,7 +153,7 @@ def _build_qa(examples: Examples, files: dict[str, Path], cfg: FinetuneConfig, t
 
 
 def _qa_from_spec(spec: dict[str, Any], pad_id: int) -> Any:
-    from lmcraft.tasks.qa import ExtractiveQA
+    from lmcraft.tasks.qa.task import ExtractiveQA
 
     return ExtractiveQA.from_head_spec(spec, pad_id)
 
@@ -180,7 +180,7 @@ def _read_chat(path: Path, cfg: FinetuneConfig) -> list[Any]:
 
 def _build_generation(examples: Examples, files: dict[str, Path], cfg: FinetuneConfig,
                       tokenizer: TextTokenizer) -> Any:
-    from lmcraft.tasks.seq2seq import ROLE_TOKENS, Seq2Seq
+    from lmcraft.tasks.seq2seq.task import ROLE_TOKENS, Seq2Seq
 
     roles = None
     if cfg.task == "chat":
@@ -196,7 +196,7 @@ def _build_generation(examples: Examples, files: dict[str, Path], cfg: FinetuneC
 
 
 def _generation_from_spec(spec: dict[str, Any], pad_id: int) -> Any:
-    from lmcraft.tasks.seq2seq import Seq2Seq
+    from lmcraft.tasks.seq2seq.task import Seq2Seq
 
     return Seq2Seq.from_spec(spec, pad_id)
 
@@ -211,7 +211,7 @@ def _baseline_seq2seq(examples: Examples, files: dict[str, Path]) -> dict[str, A
     source; both get the translation memory (the nearest training source's target)."""
     import json
 
-    from lmcraft.evaluate.seq2seq_baselines import baseline_report
+    from lmcraft.tasks.seq2seq.baseline import baseline_report
 
     manifest = files["train"].parent / "manifest.json"
     kind = json.loads(manifest.read_text(encoding="utf-8")).get("kind") if manifest.exists() else None
@@ -222,7 +222,7 @@ def _baseline_seq2seq(examples: Examples, files: dict[str, Path]) -> dict[str, A
 
 
 def _baseline_chat(examples: Examples, files: dict[str, Path]) -> dict[str, Any]:
-    from lmcraft.evaluate.seq2seq_baselines import baseline_report
+    from lmcraft.tasks.seq2seq.baseline import baseline_report
 
     return {"name": "the answer to the nearest training prompt (retrieval)",
             "test": _flat(baseline_report(examples["train"], examples["test"], kind="chat"))}

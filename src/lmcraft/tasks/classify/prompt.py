@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from lmcraft.data.batching import pad
 from lmcraft.data.readers import Example
 from lmcraft.model.heads import Model
-from lmcraft.tasks.classify import ClassifyMetrics
+from lmcraft.tasks.classify.task import ClassifyMetrics
 from lmcraft.tokenizer import TextTokenizer
 
 PLACEHOLDERS = re.compile(r"(\{text\}|\{mask\})")

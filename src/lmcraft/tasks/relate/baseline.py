@@ -21,7 +21,7 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from threadpoolctl import threadpool_limits
 
-from lmcraft.tasks.relate import NO_RELATION, RelationExample, labels_from, mark, relation_scores
+from lmcraft.tasks.relate.task import NO_RELATION, RelationExample, labels_from, mark, relation_scores
 
 
 def _between(ex: RelationExample) -> str:

@@ -46,7 +46,7 @@ def crf_baseline(train: Sequence[TaggedExample], test: Sequence[TaggedExample], 
     """Fit on train, report entity-level precision / recall / F1 (seqeval's counting) on test."""
     import sklearn_crfsuite
 
-    from lmcraft.tasks.tag import _prf
+    from lmcraft.tasks.tag.task import _prf
 
     start = time.perf_counter()
     crf = sklearn_crfsuite.CRF(algorithm="lbfgs", c1=c1, c2=c2, max_iterations=max_iterations)

@@ -30,7 +30,7 @@ from lmcraft.data.batching import pad
 from lmcraft.data.errors import DataError
 from lmcraft.data.readers import jsonl_records
 from lmcraft.model.heads import Model
-from lmcraft.tasks.classify import ClassifyMetrics
+from lmcraft.tasks.classify.task import ClassifyMetrics
 from lmcraft.tokenizer import TextTokenizer
 
 NO_RELATION = "no_relation"

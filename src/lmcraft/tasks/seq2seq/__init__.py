@@ -1,0 +1,1 @@
+"""Text-to-text generation and dialogue (``task.py``) and their baselines (``baseline.py``)."""
