@@ -13,10 +13,10 @@ import torch
 from safetensors.torch import save_file
 
 from lmcraft.data.readers import Example
-from lmcraft.evaluate.report import predict_batches
+from lmcraft.inference.compiled import KINDS, compile_classifier, load_compiled, package_path
+from lmcraft.inference.predictor import task_for
 from lmcraft.model.heads import Model
 from lmcraft.model.io import load_model_dir, save_model_dir, tensors_for_saving
-from lmcraft.serve.compiled import KINDS, compile_classifier, load_compiled, package_path
 from lmcraft.tokenizer import TextTokenizer
 from tests.conftest import tiny_config
 
@@ -53,10 +53,11 @@ def test_the_package_gives_the_models_probabilities(compiled_dir: Path, peoples_
     examples += [Example(t, pair=u) for t, u in zip(texts(peoples_daily, 6), texts(peoples_daily, 12)[6:],
                                                      strict=True)]
     for batch_size in (1, 16):  # one text at a time, and padded batches of mixed lengths
-        want = torch.cat([p for _, p in predict_batches(model, tokenizer, examples, batch_size=batch_size,
-                                                        progress=False)])
-        got = torch.cat([p for _, p in predict_batches(model, tokenizer, examples, batch_size=batch_size,
-                                                       progress=False, compiled=compiled)])
+        task = task_for(model)
+        want = torch.cat([p for _, p in task.probabilities(model, tokenizer, examples, max_len=model.input_tokens,
+                                                           batch_size=batch_size)])
+        got = torch.cat([p for _, p in task.probabilities(model, tokenizer, examples, max_len=model.input_tokens,
+                                                          batch_size=batch_size, compiled=compiled)])
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
     assert want[:, 0].std() > 0.05  # the texts get different answers, so agreeing means something
 

@@ -7,13 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from lmcraft.config import FinetuneConfig
 from lmcraft.data import builtin
 from lmcraft.data.errors import DataError
 from lmcraft.data.readers import Fields, check_labels, read_examples
 from lmcraft.data.split import split_of
 from lmcraft.finetune import load_splits
-from lmcraft.tasks.kinds import task_kind
+from lmcraft.stage_options import FinetuneConfig
+from lmcraft.tasks.classify.options import ClassifyOptions
+from lmcraft.tasks.classify.task import Classify
 from lmcraft.tokenizer import TextTokenizer
 
 
@@ -70,11 +71,11 @@ def test_unknown_builtin_is_a_clear_error(tmp_path: Path) -> None:
 def test_csv_and_tsv_with_custom_fields(tmp_path: Path) -> None:
     csv_file = tmp_path / "d.csv"
     csv_file.write_text('review,stars,other\n"好,很好",5,x\n差,1,y\n', encoding="utf-8")
-    examples = read_examples(csv_file, Fields(text="review", label="stars"))
+    examples = read_examples(csv_file, Fields(text_field="review", label_field="stars"))
     assert [(e.text, e.label, e.line) for e in examples] == [("好,很好", "5", 2), ("差", "1", 3)]
     tsv_file = tmp_path / "d.tsv"
     tsv_file.write_text("q\tp\ty\n今天\t明天\tsame\n", encoding="utf-8")
-    (ex,) = read_examples(tsv_file, Fields(text="q", label="y", pair="p"))
+    (ex,) = read_examples(tsv_file, Fields(text_field="q", label_field="y", pair_field="p"))
     assert (ex.text, ex.pair, ex.label) == ("今天", "明天", "same")
 
 
@@ -112,7 +113,7 @@ def test_unseen_label_in_dev_or_test(tmp_path: Path, zh_tokenizer: TextTokenizer
             encoding="utf-8")
     cfg = FinetuneConfig(data=str(tmp_path))
     with pytest.raises(DataError, match=r"test\.jsonl:1: field 'label': label 'neutral' never occurs"):
-        task_kind("classify").build(*load_splits(cfg), cfg, zh_tokenizer)
+        Classify.for_data(*load_splits(cfg), zh_tokenizer, ClassifyOptions(), metric="", fields=cfg.fields)
     examples = read_examples(tmp_path / "dev.jsonl")
     check_labels(tmp_path / "dev.jsonl", examples, ["neg", "pos"], "label")  # known labels pass
 

@@ -9,11 +9,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from lmcraft.config import FewshotConfig, TrainConfig
+from lmcraft.config import TrainConfig
 from lmcraft.data.readers import Example
 from lmcraft.fewshot import run_fewshot, sample_per_class
 from lmcraft.model.heads import Model
 from lmcraft.model.io import save_model_dir
+from lmcraft.stage_options import FewshotConfig
 from lmcraft.tasks.classify.prompt import PromptClassify, parse_verbalizer
 from lmcraft.tokenizer import TextTokenizer
 from tests.conftest import tiny_config

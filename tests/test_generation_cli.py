@@ -14,6 +14,7 @@ from lmcraft.chat import ChatSession, run_chat
 from lmcraft.cli import main
 from lmcraft.data.builtin import MissingPackageError, prepare
 from lmcraft.data.readers import jsonl_records, write_jsonl
+from lmcraft.inference.predictor import Predictor
 from lmcraft.model.generate import GenerationConfig
 from lmcraft.model.io import load_model_dir
 from lmcraft.tokenizer import TextTokenizer, train_tokenizer
@@ -106,7 +107,7 @@ def test_chat_finetune_then_a_streamed_conversation(tmp_path: Path, capsys: pyte
     assert summary["test"]["n"] >= 10 and "translation_memory/rougeL" in summary["baseline"]["test"]
     model, tokenizer, _ = load_model_dir(out / "best")
     assert tokenizer.tokenizer.token_to_id("<|assistant|>") is not None, "the role tokens are saved"
-    session = ChatSession(model, tokenizer, GenerationConfig(max_new_tokens=8))
+    session = ChatSession(Predictor((model, tokenizer)), GenerationConfig(max_new_tokens=8))
     lines = iter(["Hello", "/reset", "How are you?"])
 
     def read(_prompt: str) -> str:

@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 
 from lmcraft.cli import main
-from lmcraft.config import ModelOptions, MultitaskConfig, TrainConfig
+from lmcraft.config import ModelOptions, TrainConfig
 from lmcraft.data.builtin import prepare
 from lmcraft.multitask import parse_task, run_multitask
+from lmcraft.stage_options import MultitaskConfig
 from lmcraft.tasks.classify.task import Classify
 from lmcraft.tasks.multitask import MultiItem, MultiTask
 from lmcraft.tasks.tag.task import Tag

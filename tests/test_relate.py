@@ -17,18 +17,15 @@ from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_su
 from lmcraft.config import TrainConfig
 from lmcraft.data.errors import DataError
 from lmcraft.model.heads import Model, RelationHead
+from lmcraft.tasks.contract import HeadSpec
 from lmcraft.tasks.relate.baseline import relation_baseline
+from lmcraft.tasks.relate.reader import Entity, RelationExample, check_relations, labels_from, read_relations
 from lmcraft.tasks.relate.task import (
-    Entity,
     MarkedTokens,
-    RelationExample,
     RelationExtraction,
-    check_relations,
-    labels_from,
     mark,
     mark_and_tokenize,
     missing_markers,
-    read_relations,
     relation_scores,
 )
 from lmcraft.tokenizer import TextTokenizer, train_tokenizer
@@ -282,7 +279,8 @@ def test_head_spec_builds_the_relation_head() -> None:
     task = RelationExtraction(["no_relation", "会见"], pad_id=0)
     model = Model(tiny_config(), {task.head: task.head_spec()})
     assert isinstance(model.heads["relate"], RelationHead)
-    assert RelationExtraction.from_head_spec(model.head_specs["relate"], 0).labels == task.labels
+    saved = HeadSpec.from_json(model.head_specs["relate"], "relate")
+    assert RelationExtraction.from_spec(saved, 0).labels == task.labels
     with pytest.raises(ValueError, match="selects on"):
         RelationExtraction(["a"], pad_id=0, metric="f1")
 
@@ -305,8 +303,8 @@ def test_a_tiny_model_fits_the_training_set(
     assert result.steps == 80 and set(result.best_metrics) >= {"micro_f1", "accuracy", "macro_f1", "loss"}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        predicted = task.predict(model, zh_tokenizer, train_examples, max_len)
-        on_dev = task.predict(model, zh_tokenizer, dev_examples, max_len)
+        predicted = task.relations(model, zh_tokenizer, train_examples, max_len)
+        on_dev = task.relations(model, zh_tokenizer, dev_examples, max_len)
     assert len(predicted) == len(train_examples) and len(on_dev) == len(dev_examples)
     assert all(p["relation"] in task.labels and 0 < p["score"] <= 1 for p in predicted + on_dev)
     accuracy = np.mean([p["relation"] == ex.relation for p, ex in zip(predicted, train_examples, strict=True)])

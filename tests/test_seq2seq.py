@@ -20,6 +20,7 @@ from lmcraft.model.io import load_model_dir, save_model_dir
 from lmcraft.model.transformer import TransformerConfig
 from lmcraft.model.vocab import add_special_tokens
 from lmcraft.objectives.mlm import IGNORE
+from lmcraft.tasks.registry import task_from_spec
 from lmcraft.tasks.seq2seq.task import ROLE_TOKENS, Seq2Seq
 from lmcraft.tokenizer import TextTokenizer, train_tokenizer, without_cjk_spaces
 
@@ -149,8 +150,8 @@ def test_encoder_decoder_trains_saves_loads_and_decodes(tokenizer: TextTokenizer
     assert len(loaded.heads["decoder"].decoder.blocks) == 1
     model.eval()
     before = task.generate(model, tokenizer, [p.source for p in PAIRS], max_len=64)
-    after = Seq2Seq.from_spec(loaded.head_specs["decoder"], tok.pad_id).generate(loaded, tok, [p.source for p in PAIRS],
-                                                                                   max_len=64)
+    saved = task_from_spec(loaded.head_specs["decoder"], tok.pad_id, "decoder")
+    after = saved.generate(loaded, tok, [p.source for p in PAIRS], max_len=64)
     assert before == after
     # word pieces split "%s" into "%" and "s", and decoding puts a space between them
     assert after == ["打开文件", "将% s另存为", "退出", "无法打开文件% s"], "the four training pairs are learnt"

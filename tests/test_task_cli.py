@@ -50,7 +50,8 @@ def test_qa_finetune_evaluate_predict(tmp_path: Path, zh_tokenizer_dir: Path,
     assert summary["test"]["n"] == 36 and {"exact_match", "f1"} <= set(summary["test"])
     assert 0 < summary["baseline"]["test"]["f1"] < 1 and summary["baseline"]["test"]["exact_match"] == 0
     config = json.loads((out / "best" / "config.json").read_text(encoding="utf-8"))
-    assert config["heads"]["qa"] == {"kind": "span", "max_answer_tokens": 30, "doc_stride": 64, "null_answers": True}
+    assert config["heads"]["qa"] == {"kind": "span", "task": "qa", "max_answer_tokens": 30, "doc_stride": 64,
+                                     "null_answers": True}
     capsys.readouterr()
     assert main(["predict", str(out / "best"), "--file", str(data / "test.json")]) == 0
     answers = [json.loads(x) for x in capsys.readouterr().out.splitlines()]

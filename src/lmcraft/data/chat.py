@@ -57,9 +57,10 @@ class Conversation:
         return next(t.content for t in self.turns if t.role == "user")
 
 
-def check_turns(turns: tuple[Turn, ...]) -> str | None:
+def check_turns(turns: tuple[Turn, ...], *, prompt: bool = False) -> str | None:
     """What is wrong with the order of ``turns``, or None: an optional system turn, then user / assistant
-    alternating from the user, with at least one assistant turn."""
+    alternating from the user, with at least one assistant turn (``prompt``: ending with a user turn, the
+    conversation so far that a model answers)."""
     body = turns[1:] if turns and turns[0].role == "system" else turns
     for k, turn in enumerate(body):
         expected = "user" if k % 2 == 0 else "assistant"
@@ -67,6 +68,8 @@ def check_turns(turns: tuple[Turn, ...]) -> str | None:
             where = k + (len(turns) - len(body))
             return f"message {where} is {turn.role!r} where {expected!r} was expected (roles must alternate " \
                    f"user, assistant, ... after an optional leading system message)"
+    if prompt:
+        return None if body and body[-1].role == "user" else "the conversation must end with a user message"
     if not any(t.role == "assistant" for t in body):
         return "the conversation has no assistant message"
     return None
@@ -75,13 +78,14 @@ def check_turns(turns: tuple[Turn, ...]) -> str | None:
 def read_chat_jsonl(path: str | Path) -> list[Conversation]:
     """All conversations of a chat JSONL file."""
     path = Path(path)
-    conversations = [_conversation(path, number, record) for number, record in jsonl_records(path)]
+    conversations = [conversation_from_record(path, number, record) for number, record in jsonl_records(path)]
     if not conversations:
         raise DataError(path, "the file holds no conversations")
     return conversations
 
 
-def _conversation(path: Path, number: int, record: dict) -> Conversation:
+def conversation_from_record(path: Path, number: int, record: dict, *, prompt: bool = False) -> Conversation:
+    """One record ``{"messages": [{"role", "content"}, ...]}``; ``prompt``: a conversation to answer."""
     messages = record.get("messages")
     if not isinstance(messages, list) or not messages:
         present = ", ".join(repr(k) for k in record) or "none"
@@ -101,7 +105,7 @@ def _conversation(path: Path, number: int, record: dict) -> Conversation:
         if role == "system" and k > 0:
             raise DataError(path, f"message {k}: a system message may only come first", line=number, field="role")
         turns.append(Turn(role, content))
-    problem = check_turns(tuple(turns))
+    problem = check_turns(tuple(turns), prompt=prompt)
     if problem:
         raise DataError(path, problem, line=number, field="messages")
     return Conversation(tuple(turns), number)

@@ -12,6 +12,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from lmcraft.config import opt
 from lmcraft.data.errors import DataError
 
 FORMATS = {".jsonl": "jsonl", ".json": "jsonl", ".csv": "csv", ".tsv": "tsv"}
@@ -27,13 +28,16 @@ class Example:
     line: int = 0  # line of the source file, for error messages
 
 
-@dataclass(frozen=True)
+@dataclass
 class Fields:
-    """Which field of a record holds what."""
+    """Which field of a record (a JSONL key, a CSV / TSV column) holds what: the options group shared by every
+    command that reads labelled files."""
 
-    text: str = "text"  # the text (or the first text of a pair)
-    label: str = "label"  # the label
-    pair: str | None = None  # the second text of a pair, if the task takes pairs
+    text_field: str = opt("text", "field (JSONL key or CSV/TSV column) holding the text")
+    pair_field: str = opt("", "field holding the second text of a pair; empty for single texts")
+    label_field: str = opt("label", "field holding the label")
+    source_field: str = opt("source", "seq2seq: field holding the source text")
+    target_field: str = opt("target", "seq2seq: field holding the target text")
 
 
 def format_of(path: Path) -> str:
@@ -80,16 +84,17 @@ def _field(path: Path, number: int, record: dict[str, object], name: str) -> str
     return str(value)
 
 
-def read_examples(path: str | Path, fields: Fields = Fields(), *, labelled: bool = True) -> list[Example]:
+def read_examples(path: str | Path, fields: Fields | None = None, *, labelled: bool = True) -> list[Example]:
     """All examples of a JSONL, CSV or TSV file."""
+    fields = fields or Fields()
     path = Path(path)
     if not path.exists():
         raise DataError(path, "no such file")
     examples = []
     for number, record in _records(path):
-        text = _field(path, number, record, fields.text)
-        pair = _field(path, number, record, fields.pair) if fields.pair else None
-        label = _field(path, number, record, fields.label) if labelled else None
+        text = _field(path, number, record, fields.text_field)
+        pair = _field(path, number, record, fields.pair_field) if fields.pair_field else None
+        label = _field(path, number, record, fields.label_field) if labelled else None
         examples.append(Example(text=text, label=label, pair=pair, line=number))
     if not examples:
         raise DataError(path, "the file holds no examples")

@@ -1,97 +1,13 @@
-"""Evaluate and use a saved classifier: streaming predictions, full metrics, a printable report."""
+"""Printable reports of test metrics: the full classification report (per-class precision / recall and the
+confusion matrix) or one metric a line."""
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
-from tqdm.auto import tqdm
+from lmcraft.evaluate.metrics import format_confusion
 
-from lmcraft.data.readers import Example
-from lmcraft.evaluate.metrics import confusion_summary, format_confusion
-from lmcraft.model.heads import Model
-from lmcraft.tasks.classify.task import Classify
-from lmcraft.tokenizer import TextTokenizer
-
-
-def classify_task(model: Model, head: str | None = None) -> Classify:
-    """The classification task of ``model``'s head named ``head`` (default: its first classification head)."""
-    names = [head] if head else [n for n, spec in model.head_specs.items() if spec.get("kind") == "classify"]
-    spec = model.head_specs.get(names[0]) if names else None
-    if spec is None or spec.get("kind") != "classify":
-        raise ValueError(f"this model has no classification head{' ' + repr(head) if head else ''} (heads: "
-                         f"{sorted(model.head_specs)}); fine-tune it first with `lmcraft finetune`")
-    return Classify(list(spec["labels"]), pad_id=model.cfg.pad_id, head=names[0])  # type: ignore[arg-type]
-
-
-@torch.inference_mode()
-def predict_batches(
-    model: Model, tokenizer: TextTokenizer, examples: Sequence[Example], *, batch_size: int = 128,
-    progress: bool = True, chunk_batches: int = 16, head: str | None = None,
-    compiled: Callable[[dict[str, torch.Tensor]], torch.Tensor] | None = None,
-) -> Iterator[tuple[list[int], torch.Tensor]]:
-    """Yields (indices, probabilities (n, C)) chunk by chunk, in the order of ``examples``.
-
-    A chunk of ``chunk_batches`` batches is tokenized in one parallel call, its examples sorted by length
-    so that each batch pads little, and its results put back in order: memory stays bounded by the chunk
-    while most of the padding disappears. ``compiled`` (from ``lmcraft.serve.compiled.load_compiled``)
-    computes the probabilities of a batch in place of the model.
-    """
-    task = classify_task(model, head)
-    if model.training:  # eval() walks every module: a tenth of a millisecond, per call of a one-text server
-        model.eval()
-    chunk = batch_size * chunk_batches
-    bar = tqdm(total=len(examples), desc="predict", leave=False, disable=None) if progress else None
-    for start in range(0, len(examples), chunk):
-        idx = list(range(start, min(start + chunk, len(examples))))
-        items = task.encode(tokenizer, [examples[i] for i in idx], model.input_tokens)
-        order = sorted(range(len(items)), key=lambda j: len(items[j].ids))
-        probs = torch.empty(len(items), len(task.labels))
-        for first in range(0, len(order), batch_size):
-            rows = order[first : first + batch_size]
-            batch = task.collate([items[j] for j in rows])
-            probs[rows] = compiled(batch) if compiled is not None else task.logits(model, batch).float().softmax(-1)
-        if bar is not None:
-            bar.update(len(idx))
-        yield idx, probs
-    if bar is not None:
-        bar.close()
-
-
-def evaluate_examples(
-    model: Model, tokenizer: TextTokenizer, examples: Sequence[Example], *, predictions: str | Path | None = None,
-    batch_size: int = 128, progress: bool = True, head: str | None = None,
-    compiled: Callable[[dict[str, torch.Tensor]], torch.Tensor] | None = None,
-) -> dict[str, Any]:
-    """Accuracy, macro-F1, per-class precision/recall and confusion matrix; predictions (if a path is given)
-    are written line by line as they are made, and only the confusion counts are kept."""
-    task = classify_task(model, head)
-    n = len(task.labels)
-    confusion = np.zeros((n, n), dtype=np.int64)  # rows: true label, columns: predicted
-    out = None
-    if predictions is not None:
-        predictions = Path(predictions)
-        out = predictions.with_name(predictions.name + ".tmp").open("w", encoding="utf-8")
-    try:
-        for idx, probs in predict_batches(model, tokenizer, examples, batch_size=batch_size, progress=progress,
-                                          head=task.head, compiled=compiled):
-            predicted = probs.argmax(-1).tolist()
-            for i, p, row in zip(idx, predicted, probs.tolist(), strict=True):
-                confusion[task.label_ids[examples[i].label], p] += 1  # type: ignore[index]
-                if out is not None:
-                    out.write(json.dumps({"text": examples[i].text, "label": examples[i].label,
-                                          "predicted": task.labels[p], "probability": round(row[p], 5)},
-                                         ensure_ascii=False) + "\n")
-    finally:
-        if out is not None:
-            out.close()
-    if predictions is not None:
-        predictions.with_name(predictions.name + ".tmp").replace(predictions)
-    return confusion_summary(confusion, task.labels)
+TABLES = ("per_class", "confusion_matrix")  # parts of a classification report that are not single numbers
 
 
 def format_report(metrics: dict[str, Any]) -> str:
@@ -108,3 +24,11 @@ def format_metrics(metrics: dict[str, Any]) -> str:
     width = max(len(k) for k in metrics)
     return "\n".join(f"{k:<{width}}  {v:.4f}" if isinstance(v, float) else f"{k:<{width}}  {v}"
                      for k, v in metrics.items())
+
+
+def format_test(metrics: dict[str, Any], *, brief: bool = False) -> str:
+    """A test report: the full classification report when the metrics hold its tables (unless ``brief``),
+    else one number a line."""
+    if not brief and all(key in metrics for key in TABLES):
+        return format_report(metrics)
+    return format_metrics({k: v for k, v in metrics.items() if k not in TABLES})

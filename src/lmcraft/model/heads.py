@@ -161,7 +161,7 @@ class Model(nn.Module):
         self.cfg = cfg
         self.input_tokens = cfg.max_tokens  # where inputs are cut: the fine-tuning length once fine-tuned
         self.backbone = Transformer(cfg)
-        self.head_specs = dict(head_specs)
+        self.head_specs = {name: dict(spec) for name, spec in head_specs.items()}  # any mapping, stored as dicts
         self.heads = nn.ModuleDict({name: self._build_head(spec) for name, spec in head_specs.items()})
         store_linear_weights(self.heads)
 

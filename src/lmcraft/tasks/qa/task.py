@@ -33,7 +33,8 @@ import re
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -41,9 +42,13 @@ import torch.nn.functional as F
 from tokenizers import Tokenizer
 
 from lmcraft.data.batching import pad
-from lmcraft.data.squad import QAExample
+from lmcraft.data.errors import DataError
+from lmcraft.data.readers import Fields
+from lmcraft.data.squad import QAExample, read_squad
 from lmcraft.evaluate.qa_metrics import score_answers
 from lmcraft.model.heads import Model
+from lmcraft.tasks.contract import HeadSpec, Splits, Task
+from lmcraft.tasks.qa.options import QAOptions
 from lmcraft.tokenizer import TextTokenizer
 
 METRICS = ("f1", "exact_match")
@@ -205,8 +210,16 @@ def choose(best: tuple[float, int, int, float] | None, context: str, null_answer
 
 
 @dataclass
-class ExtractiveQA:
+class ExtractiveQA(Task):
     """The extractive QA task: windows, batches, loss, metrics and decoding."""
+
+    name: ClassVar[str] = "qa"
+    description: ClassVar[str] = "extractive question answering (SQuAD 1.1 / 2.0, CMRC 2018 JSON)"
+    extensions: ClassVar[tuple[str, ...]] = (".json",)
+    summary_metrics: ClassVar[tuple[str, ...]] = ("exact_match", "f1")
+    Options: ClassVar[type] = QAOptions
+    options_section: ClassVar[str] = "qa"
+    head_kinds: ClassVar[tuple[str, ...]] = ("span",)
 
     pad_id: int
     max_answer_tokens: int = 30  # the longest answer, in tokens
@@ -230,15 +243,36 @@ class ExtractiveQA:
             raise ValueError(f"doc_stride must be 0 or more, got {self.doc_stride}")
 
     @classmethod
-    def from_head_spec(cls, spec: dict[str, object], pad_id: int, **options: Any) -> ExtractiveQA:
-        """The task that a saved model's head was trained with (its spec is in config.json)."""
-        options.setdefault("null_answers", bool(spec.get("null_answers", True)))
-        return cls(pad_id=pad_id, max_answer_tokens=int(spec["max_answer_tokens"]),  # type: ignore[call-overload]
-                   doc_stride=int(spec["doc_stride"]), **options)  # type: ignore[call-overload]
+    def read(cls, path: Path, fields: Fields, *, labelled: bool = True) -> list[QAExample]:
+        return read_squad(path, labelled=labelled)
 
-    def head_spec(self) -> dict[str, object]:
-        return {"kind": "span", "max_answer_tokens": self.max_answer_tokens, "doc_stride": self.doc_stride,
-                "null_answers": self.null_answers}
+    @classmethod
+    def for_data(cls, splits: Splits, files: dict[str, Path], tokenizer: TextTokenizer, options: QAOptions, *,
+                 metric: str, fields: Fields) -> ExtractiveQA:
+        # Unanswerable questions in training (SQuAD 2.0 style) teach the model to abstain; without them it always
+        # answers (SQuAD 1.1, CMRC 2018).
+        null_answers = any(ex.is_impossible for ex in splits["train"])
+        return cls(tokenizer.pad_id, max_answer_tokens=options.max_answer_tokens, doc_stride=options.doc_stride,
+                   null_answers=null_answers, metric=metric or "f1")
+
+    @classmethod
+    def parse_input(cls, value: str | dict[str, Any], fields: Fields, line: int = 0) -> QAExample:
+        question = value.get("question") if isinstance(value, dict) else None
+        context = value.get("context") if isinstance(value, dict) else None
+        if not isinstance(question, str) or not isinstance(context, str):
+            raise DataError(Path("<input>"), "a QA model reads objects with a question and a context (strings)",
+                            line=line, field="question" if not isinstance(question, str) else "context")
+        return QAExample(str(value.get("id", line)), question, context, (), line=line)
+
+    @classmethod
+    def from_spec(cls, spec: HeadSpec, pad_id: int) -> ExtractiveQA:
+        return cls(pad_id=pad_id, max_answer_tokens=int(spec.settings["max_answer_tokens"]),
+                   doc_stride=int(spec.settings["doc_stride"]),
+                   null_answers=bool(spec.settings.get("null_answers", True)))
+
+    def head_spec(self) -> HeadSpec:
+        return HeadSpec("span", self.name, {"max_answer_tokens": self.max_answer_tokens,
+                                            "doc_stride": self.doc_stride, "null_answers": self.null_answers})
 
     def encode(self, tokenizer: TextTokenizer, examples: Sequence[QAExample], max_len: int) -> list[Window]:
         """The windows of all examples, registered on the task so that the metrics can find them."""
@@ -284,8 +318,24 @@ class ExtractiveQA:
     def new_metrics(self) -> QAMetrics:
         return QAMetrics(self)
 
+    def predict(self, model: Model, tokenizer: TextTokenizer, examples: Sequence[QAExample], *, max_len: int,
+                batch_size: int = 64, progress: bool = False) -> list[dict[str, Any]]:
+        """One JSON-ready record per question: the question, the gold answers, the predicted one with its start
+        and end in the context, its score and the other candidates."""
+        return [{"id": ex.id, "question": ex.question, "gold": [text for text, _ in ex.answers],
+                 "predicted": p["answer"], "start": p["start"], "end": p["end"], "score": p["score"],
+                 "n_best": p["n_best"]}
+                for ex, p in zip(examples, self.answers(model, tokenizer, examples, max_len, batch_size=batch_size),
+                                 strict=True)]
+
+    @staticmethod
+    def baseline(splits: Splits, files: dict[str, Path]) -> dict[str, Any]:
+        from lmcraft.evaluate.qa_metrics import qa_baseline
+
+        return {"name": "the context sentence sharing the most question words", "test": qa_baseline(splits["test"])}
+
     @torch.inference_mode()
-    def predict(self, model: Model, tokenizer: TextTokenizer, examples: Sequence[QAExample], max_len: int, *,
+    def answers(self, model: Model, tokenizer: TextTokenizer, examples: Sequence[QAExample], max_len: int, *,
                 batch_size: int = 64) -> list[dict[str, Any]]:
         """One dict per example: id, answer ("" for none), start and end (character offsets into the
         context, -1 for none), score (best span score minus its window's null score) and n_best (up to
@@ -320,14 +370,6 @@ class ExtractiveQA:
                         "n_best": [{"answer": ex.context[c0:c1], "start": c0, "end": c1, "score": margin}
                                    for (c0, c1), margin in ranked]})
         return out
-
-
-    def prediction_records(self, model: Model, tokenizer: TextTokenizer, examples: Sequence[QAExample],
-                           max_len: int) -> list[dict[str, Any]]:
-        """One JSON-ready record per question: the question, the gold answers and the predicted one."""
-        return [{"id": ex.id, "question": ex.question, "gold": [text for text, _ in ex.answers],
-                 "predicted": p["answer"], "start": p["start"], "score": p["score"]}
-                for ex, p in zip(examples, self.predict(model, tokenizer, examples, max_len), strict=True)]
 
 
 class QAMetrics:

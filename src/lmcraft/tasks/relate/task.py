@@ -21,6 +21,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -28,126 +29,23 @@ import torch.nn.functional as F
 
 from lmcraft.data.batching import pad
 from lmcraft.data.errors import DataError
-from lmcraft.data.readers import jsonl_records
+from lmcraft.data.readers import Fields
 from lmcraft.model.heads import Model
 from lmcraft.tasks.classify.task import ClassifyMetrics
+from lmcraft.tasks.contract import HeadSpec, Splits, Task
+from lmcraft.tasks.relate.reader import (
+    NO_RELATION,
+    RelationExample,
+    check_relations,
+    labels_from,
+    read_relations,
+    relation_example,
+)
 from lmcraft.tokenizer import TextTokenizer
 
-NO_RELATION = "no_relation"
 HEAD_MARK, HEAD_TYPE_MARK = "@", "*"  # @ * TYPE * entity @
 TAIL_MARK, TAIL_TYPE_MARK = "#", "^"  # # ^ TYPE ^ entity #
 METRICS = ("micro_f1", "macro_f1", "accuracy")  # what may select the best checkpoint
-
-
-# ---------------------------------------------------------------------------------------------- reading
-
-
-@dataclass(frozen=True)
-class Entity:
-    """A mention: character offsets into the text (end exclusive) and its type (PER, LOC, ORG...)."""
-
-    start: int
-    end: int
-    type: str
-
-
-@dataclass(frozen=True)
-class RelationExample:
-    """One entity pair of one text and the relation from head to tail (None when unlabelled)."""
-
-    text: str
-    head: Entity
-    tail: Entity
-    relation: str | None = None
-    id: str | None = None
-    line: int = 0  # line of the source file, for error messages
-
-    @property
-    def head_text(self) -> str:
-        return self.text[self.head.start : self.head.end]
-
-    @property
-    def tail_text(self) -> str:
-        return self.text[self.tail.start : self.tail.end]
-
-
-def _string(path: Path, number: int, value: object, field: str) -> str:
-    if not isinstance(value, str) or not value.strip():
-        found = "nothing" if value is None else repr(value)
-        raise DataError(path, f"expected a non-empty string, found {found}", line=number, field=field)
-    return value
-
-
-def _entity(path: Path, number: int, record: dict, role: str, text: str) -> Entity:
-    value = record.get(role)
-    if not isinstance(value, dict):
-        raise DataError(path, 'missing, or not an object like {"start": 0, "end": 2, "type": "PER"}',
-                        line=number, field=role)
-    offsets = []
-    for key in ("start", "end"):
-        offset = value.get(key)
-        if not isinstance(offset, int) or isinstance(offset, bool):
-            found = "nothing" if offset is None else repr(offset)
-            raise DataError(path, f"expected an integer character offset, found {found}", line=number,
-                            field=f"{role}.{key}")
-        offsets.append(offset)
-    start, end = offsets
-    kind = _string(path, number, value.get("type"), f"{role}.type")
-    if not 0 <= start < len(text):
-        raise DataError(path, f"offset {start} lies outside the text ({len(text)} characters)", line=number,
-                        field=f"{role}.start")
-    if not start < end <= len(text):
-        raise DataError(path, f"end {end} must lie after start {start} and at most at the text's end "
-                        f"({len(text)})", line=number, field=f"{role}.end")
-    given = record.get(f"{role}_text")
-    if given is not None and given != text[start:end]:
-        raise DataError(path, f"is {given!r} but the offsets {start}:{end} span {text[start:end]!r}", line=number,
-                        field=f"{role}_text")
-    return Entity(start, end, kind)
-
-
-def read_relations(path: str | Path, *, labelled: bool = True) -> list[RelationExample]:
-    """All examples of a JSONL file, one a line::
-
-        {"text": "...", "head": {"start": 0, "end": 3, "type": "PER"}, "tail": {...}, "relation": "..."}
-
-    Offsets count characters, end exclusive. Optional: ``id``, and ``head_text`` / ``tail_text``, which
-    must equal the spanned text (they catch offsets computed on another version of the text, or in bytes).
-    Head and tail must not overlap (their markers would interleave). Every problem raises ``DataError``
-    naming the file, the line and the field, before any training starts.
-    """
-    path = Path(path)
-    examples = []
-    for number, record in jsonl_records(path):
-        text = _string(path, number, record.get("text"), "text")
-        head = _entity(path, number, record, "head", text)
-        tail = _entity(path, number, record, "tail", text)
-        if head.start < tail.end and tail.start < head.end:
-            raise DataError(path, f"span {tail.start}:{tail.end} overlaps the head's {head.start}:{head.end}",
-                            line=number, field="tail")
-        relation = _string(path, number, record.get("relation"), "relation") if labelled else None
-        ident = record.get("id")
-        examples.append(RelationExample(text, head, tail, relation, None if ident is None else str(ident),
-                                        number))
-    if not examples:
-        raise DataError(path, "the file holds no examples")
-    return examples
-
-
-def labels_from(examples: Sequence[RelationExample], no_relation: str = NO_RELATION) -> list[str]:
-    """The label list of the training data: ``no_relation`` first (when present), the others sorted."""
-    seen = {ex.relation for ex in examples if ex.relation is not None}
-    return ([no_relation] if no_relation in seen else []) + sorted(seen - {no_relation})
-
-
-def check_relations(path: str | Path, examples: Sequence[RelationExample], known: Sequence[str]) -> None:
-    """Every dev / test relation must be one that training saw; a model cannot predict a class it never
-    learned, and the metrics would silently count it as an error."""
-    seen = set(known)
-    for ex in examples:
-        if ex.relation not in seen:
-            raise DataError(path, f"relation {ex.relation!r} never occurs in the training data (known: "
-                            f"{sorted(seen)})", line=ex.line, field="relation")
 
 
 # ------------------------------------------------------------------------------------- marking, tokens
@@ -293,8 +191,14 @@ class Encoded:
 
 
 @dataclass
-class RelationExtraction:
+class RelationExtraction(Task):
     """The relation extraction task: encoding, batches, loss, metrics and decoding."""
+
+    name: ClassVar[str] = "relate"
+    description: ClassVar[str] = "relation between two marked entities of a text"
+    extensions: ClassVar[tuple[str, ...]] = (".jsonl",)
+    summary_metrics: ClassVar[tuple[str, ...]] = ("micro_f1", "macro_f1", "accuracy")
+    head_kinds: ClassVar[tuple[str, ...]] = ("relate",)
 
     labels: list[str]  # index -> relation name; the order of the head's outputs
     pad_id: int
@@ -311,14 +215,40 @@ class RelationExtraction:
         self.label_ids = {name: i for i, name in enumerate(self.labels)}
 
     @classmethod
-    def from_head_spec(cls, spec: dict[str, object], pad_id: int) -> RelationExtraction:
-        """The task of a saved model's relation head (its spec is in config.json)."""
-        labels = [str(name) for name in spec["labels"]]  # type: ignore[attr-defined]
-        return cls(labels, pad_id, no_relation=str(spec.get("no_relation", NO_RELATION)))
+    def read(cls, path: Path, fields: Fields, *, labelled: bool = True) -> list[RelationExample]:
+        return read_relations(path, labelled=labelled)
 
-    def head_spec(self) -> dict[str, object]:
-        return {"kind": "relate", "n_labels": len(self.labels), "labels": list(self.labels),
-                "no_relation": self.no_relation}
+    @classmethod
+    def for_data(cls, splits: Splits, files: dict[str, Path], tokenizer: TextTokenizer, options: Any, *,
+                 metric: str, fields: Fields) -> RelationExtraction:
+        labels = labels_from(splits["train"])
+        if len(labels) < 2:
+            raise DataError(files["train"], f"training data has {len(labels)} distinct relation(s); need at least 2",
+                            field="relation")
+        task = cls(labels, tokenizer.pad_id, metric=metric or "micro_f1")
+        for split in ("dev", "test"):
+            if split in splits:
+                task.check(files[split], splits[split], fields)
+        return task
+
+    def check(self, path: Path, examples: Sequence[Any], fields: Fields) -> None:
+        check_relations(path, examples, self.labels)
+
+    @classmethod
+    def parse_input(cls, value: str | dict[str, Any], fields: Fields, line: int = 0) -> RelationExample:
+        if not isinstance(value, dict):
+            raise ValueError("a relation model reads objects with text, head and tail spans (the JSONL format of "
+                             "its training files), not bare texts")
+        return relation_example(Path("<input>"), line, value, labelled=value.get("relation") is not None)
+
+    @classmethod
+    def from_spec(cls, spec: HeadSpec, pad_id: int) -> RelationExtraction:
+        labels = [str(name) for name in spec.settings["labels"]]
+        return cls(labels, pad_id, no_relation=str(spec.settings.get("no_relation", NO_RELATION)))
+
+    def head_spec(self) -> HeadSpec:
+        return HeadSpec("relate", self.name, {"n_labels": len(self.labels), "labels": list(self.labels),
+                                              "no_relation": self.no_relation})
 
     def encode(self, tokenizer: TextTokenizer, examples: Sequence[RelationExample], max_len: int) -> list[Encoded]:
         missing = missing_markers(tokenizer)
@@ -352,9 +282,25 @@ class RelationExtraction:
     def new_metrics(self) -> RelationMetrics:
         return RelationMetrics(self)
 
+    def predict(self, model: Model, tokenizer: TextTokenizer, examples: Sequence[RelationExample], *, max_len: int,
+                batch_size: int = 64, progress: bool = False) -> list[dict[str, Any]]:
+        """One JSON-ready record per example: the pair, the gold relation (None when unlabelled) and the
+        predicted one with its probability."""
+        return [{"id": ex.id, "text": ex.text, "head": ex.head_text, "tail": ex.tail_text, "gold": ex.relation,
+                 "predicted": p["relation"], "score": p["score"]}
+                for ex, p in zip(examples, self.relations(model, tokenizer, examples, max_len, batch_size=batch_size),
+                                 strict=True)]
+
+    @staticmethod
+    def baseline(splits: Splits, files: dict[str, Path]) -> dict[str, Any]:
+        from lmcraft.tasks.relate.baseline import relation_baseline
+
+        result = relation_baseline(splits["train"], splits["dev"], splits["test"])
+        return {"name": "TF-IDF of the marked text + logistic regression", "test": result["test"]}
+
     @torch.inference_mode()
-    def predict(self, model: Model, tokenizer: TextTokenizer, examples: Sequence[RelationExample], max_len: int,
-                *, batch_size: int = 64) -> list[dict[str, object]]:
+    def relations(self, model: Model, tokenizer: TextTokenizer, examples: Sequence[RelationExample], max_len: int,
+                  *, batch_size: int = 64) -> list[dict[str, object]]:
         """{"relation", "score"} for each example, in order; the score is the relation's probability.
         Examples are batched by length, so that a batch pads little."""
         was_training = model.training
@@ -370,13 +316,6 @@ class RelationExtraction:
                 out[i] = {"relation": self.labels[b], "score": round(s, 5)}
         model.train(was_training)
         return out
-
-    def prediction_records(self, model: Model, tokenizer: TextTokenizer, examples: Sequence[RelationExample],
-                           max_len: int) -> list[dict[str, object]]:
-        """One JSON-ready record per example: the pair, the gold relation and the predicted one."""
-        return [{"id": ex.id, "text": ex.text, "head": ex.head_text, "tail": ex.tail_text, "gold": ex.relation,
-                 "predicted": p["relation"], "score": p["score"]}
-                for ex, p in zip(examples, self.predict(model, tokenizer, examples, max_len), strict=True)]
 
 
 # --------------------------------------------------------------------------------------------- metrics

@@ -26,19 +26,26 @@ search and a length penalty (``model/beam.py``), and the outputs are scored with
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from lmcraft.data.batching import pad
+from lmcraft.data.chat import Conversation, Turn, read_chat_jsonl
+from lmcraft.data.readers import Fields
+from lmcraft.data.seq2seq import Pair, read_pairs
 from lmcraft.model.beam import beam_decode
 from lmcraft.model.generate import left_pad
 from lmcraft.model.heads import Model
 from lmcraft.objectives.mlm import IGNORE, MLMMetrics
+from lmcraft.tasks.contract import HeadSpec, Splits, Task, labelled_text
+from lmcraft.tasks.seq2seq.options import GenerationOptions
 from lmcraft.tokenizer import TextTokenizer
 
 LAYOUTS = ("decoder", "encoder-decoder")
@@ -54,8 +61,16 @@ class GenItem:
 
 
 @dataclass
-class Seq2Seq:
+class Seq2Seq(Task):
     """Pairs (``task="seq2seq"``) or conversations (``task="chat"``) in one of the two layouts."""
+
+    name: ClassVar[str] = "seq2seq"
+    description: ClassVar[str] = "source text → target text (translation, summaries, headlines)"
+    extensions: ClassVar[tuple[str, ...]] = (".jsonl", ".tsv")
+    summary_metrics: ClassVar[tuple[str, ...]] = ("bleu", "chrf")
+    Options: ClassVar[type] = GenerationOptions
+    options_section: ClassVar[str] = "generation"
+    generates: ClassVar[bool] = True
 
     pad_id: int
     eos_id: int  # the [SEP] that ends a target
@@ -84,10 +99,71 @@ class Seq2Seq:
         if self.metric != "loss":
             raise ValueError(f"{self.task} selects the best checkpoint on the dev loss, not {self.metric!r}")
 
-    def head_spec(self) -> dict[str, object]:
+    # -- data ------------------------------------------------------------------------------------------------
+
+    @classmethod
+    def read(cls, path: Path, fields: Fields, *, labelled: bool = True) -> list[Pair]:
+        return read_pairs(path, source_field=fields.source_field, target_field=fields.target_field)
+
+    @classmethod
+    def for_data(cls, splits: Splits, files: dict[str, Path], tokenizer: TextTokenizer, options: GenerationOptions,
+                 *, metric: str, fields: Fields) -> Seq2Seq:
+        return cls._with_options(tokenizer, options, metric, layout=options.layout, task=cls.name)
+
+    @classmethod
+    def _with_options(cls, tokenizer: TextTokenizer, options: GenerationOptions, metric: str,
+                      **settings: Any) -> Seq2Seq:
+        return cls(tokenizer.pad_id, tokenizer.sep_id, tokenizer.cls_id, label_smoothing=options.label_smoothing,
+                   max_target_tokens=options.max_target_tokens, num_beams=options.num_beams,
+                   length_penalty=options.length_penalty, no_repeat_ngram=options.no_repeat_ngram,
+                   decoder_layers=options.decoder_layers, metric=metric or "loss", **settings)
+
+    @classmethod
+    def wants_decoder(cls, options: GenerationOptions) -> bool:
+        return options.layout == "decoder"
+
+    @classmethod
+    def parse_input(cls, value: str | dict[str, Any], fields: Fields, line: int = 0) -> Pair:
+        target = value.get(fields.target_field) if isinstance(value, dict) else None
+        return Pair(labelled_text(value, fields.source_field), "" if target is None else str(target), line)
+
+    def attach(self, model: Model, pretrained: dict[str, dict[str, torch.Tensor]]) -> None:
+        """A decoder's own language-model head keeps its weights and records the task; an encoder gets a new
+        decoder head."""
+        if self.head in model.heads:
+            model.head_specs[self.head] = {**model.head_specs[self.head], **self.head_spec().to_json(),
+                                           "tied": model.head_specs[self.head].get("tied", True)}
+        else:
+            super().attach(model, pretrained)
+
+    @staticmethod
+    def baseline(splits: Splits, files: dict[str, Path]) -> dict[str, Any]:
+        """Headline data (its manifest says ``"kind": "headline"``) gets the lead baseline, other pairs copying
+        the source; both get the translation memory (the nearest training source's target)."""
+        from lmcraft.tasks.seq2seq.baseline import baseline_report
+
+        manifest = files["train"].parent / "manifest.json"
+        kind = json.loads(manifest.read_text(encoding="utf-8")).get("kind") if manifest.exists() else None
+        kind = "headline" if kind == "headline" else "translation"
+        first = "the article's first characters (lead)" if kind == "headline" else "copying the source"
+        return {"name": f"{first}; the nearest training source's target (translation memory)",
+                "test": _flat(baseline_report(splits["train"], splits["test"], kind=kind))}
+
+    # -- the saved head ----------------------------------------------------------------------------------------
+
+    @classmethod
+    def from_spec(cls, spec: HeadSpec, pad_id: int) -> Seq2Seq:
+        s = spec.settings
+        return cls(pad_id, int(s["eos_id"]), int(s["bos_id"]),
+                   layout="decoder" if spec.kind == "lm" else "encoder-decoder", task=spec.task,
+                   label_smoothing=float(s["label_smoothing"]), max_target_tokens=int(s["max_target_tokens"]),
+                   num_beams=int(s["num_beams"]), length_penalty=float(s["length_penalty"]),
+                   no_repeat_ngram=int(s.get("no_repeat_ngram", 0)), decoder_layers=int(s.get("n_layer", 0)),
+                   role_ids=s.get("role_ids"))
+
+    def head_spec(self) -> HeadSpec:
         spec: dict[str, object] = {
-            "kind": "lm" if self.layout == "decoder" else "decoder", "task": self.task, "eos_id": self.eos_id,
-            "bos_id": self.bos_id, "label_smoothing": self.label_smoothing,
+            "eos_id": self.eos_id, "bos_id": self.bos_id, "label_smoothing": self.label_smoothing,
             "max_target_tokens": self.max_target_tokens, "num_beams": self.num_beams,
             "length_penalty": self.length_penalty, "no_repeat_ngram": self.no_repeat_ngram}
         if self.layout == "decoder":
@@ -96,16 +172,7 @@ class Seq2Seq:
             spec["n_layer"] = self.decoder_layers
         if self.role_ids:
             spec["role_ids"] = dict(self.role_ids)
-        return spec
-
-    @classmethod
-    def from_spec(cls, spec: dict[str, Any], pad_id: int) -> Seq2Seq:
-        return cls(pad_id, int(spec["eos_id"]), int(spec["bos_id"]),
-                   layout="decoder" if spec["kind"] == "lm" else "encoder-decoder", task=str(spec["task"]),
-                   label_smoothing=float(spec["label_smoothing"]), max_target_tokens=int(spec["max_target_tokens"]),
-                   num_beams=int(spec["num_beams"]), length_penalty=float(spec["length_penalty"]),
-                   no_repeat_ngram=int(spec.get("no_repeat_ngram", 0)),
-                   decoder_layers=int(spec.get("n_layer", 0)), role_ids=spec.get("role_ids"))
+        return HeadSpec("lm" if self.layout == "decoder" else "decoder", self.task, spec)
 
     # -- encoding ----------------------------------------------------------------------------------------
 
@@ -260,14 +327,72 @@ class Seq2Seq:
                     shown.append(ex.turns[k - 1].content)
         return prompts, references, shown
 
+    def predict(self, model: Model, tokenizer: TextTokenizer, examples: Sequence[Any], *, max_len: int,
+                batch_size: int = 32, progress: bool = False) -> list[dict[str, Any]]:
+        """{"source", "output"} per example; a conversation is answered after its last turn."""
+        prompts = [ex.turns if self.task == "chat" else ex.source for ex in examples]
+        shown = [ex.turns[-1].content if self.task == "chat" else ex.source for ex in examples]
+        outputs = self.generate(model, tokenizer, prompts, max_len=max_len, batch_size=batch_size, progress=progress)
+        return [{"source": s, "output": o} for s, o in zip(shown, outputs, strict=True)]
+
     def test_report(self, model: Model, tokenizer: TextTokenizer, examples: Sequence[Any], *, max_len: int,
                     batch_size: int = 32, progress: bool = False) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-        """Generation metrics of the test examples and one record per case (source, reference, output)."""
+        """The target tokens' loss (``target_*``), then the generation metrics of every test case, and one record
+        per case (source, reference, output)."""
         from lmcraft.evaluate.generation_metrics import generation_report
+        from lmcraft.tasks.contract import streaming_metrics
 
+        loss = streaming_metrics(self, model, self.encode(tokenizer, examples, max_len), batch_size)
         prompts, references, sources = self.prompts_and_references(examples)
         outputs = self.generate(model, tokenizer, prompts, max_len=max_len, batch_size=batch_size, progress=progress)
         report = generation_report(outputs, references, sources if self.task != "chat" else None)
         records = [{"source": s, "reference": r, "output": o} for s, r, o in zip(sources, references, outputs,
                                                                                strict=True)]
-        return report, records
+        return {**{f"target_{k}": v for k, v in loss.items()}, **report, "n": len(records)}, records
+
+
+def _flat(report: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    return {f"{name}/{metric}": value for name, scores in report.items() for metric, value in scores.items()
+            if metric not in ("n", "chinese")}
+
+
+@dataclass
+class Chat(Seq2Seq):
+    """Multi-turn dialogue: conversations with role tokens, the loss on the assistant's turns."""
+
+    name: ClassVar[str] = "chat"
+    description: ClassVar[str] = "multi-turn dialogue, the loss on the assistant's turns"
+    extensions: ClassVar[tuple[str, ...]] = (".jsonl",)
+    special_tokens: ClassVar[tuple[str, ...]] = tuple(ROLE_TOKENS.values())
+
+    @classmethod
+    def read(cls, path: Path, fields: Fields, *, labelled: bool = True) -> list[Conversation]:
+        return read_chat_jsonl(path)
+
+    @classmethod
+    def for_data(cls, splits: Splits, files: dict[str, Path], tokenizer: TextTokenizer, options: GenerationOptions,
+                 *, metric: str, fields: Fields) -> Seq2Seq:
+        roles = {role: tokenizer.tokenizer.token_to_id(token) for role, token in ROLE_TOKENS.items()}
+        if None in roles.values():
+            raise ValueError(f"the tokenizer lacks the role tokens {list(ROLE_TOKENS.values())}; fine-tuning adds them")
+        return cls._with_options(tokenizer, options, metric, layout="decoder", task=cls.name, role_ids=roles)
+
+    @classmethod
+    def wants_decoder(cls, options: GenerationOptions) -> bool:
+        return True
+
+    @classmethod
+    def parse_input(cls, value: str | dict[str, Any], fields: Fields, line: int = 0) -> Conversation:
+        """A text is a first user message; an object holds ``messages`` (role and content each)."""
+        if isinstance(value, dict) and "messages" in value:
+            from lmcraft.data.chat import conversation_from_record
+
+            return conversation_from_record(Path("<input>"), line, value, prompt=True)
+        return Conversation((Turn("user", labelled_text(value, fields.text_field)),), line=line)
+
+    @staticmethod
+    def baseline(splits: Splits, files: dict[str, Path]) -> dict[str, Any]:
+        from lmcraft.tasks.seq2seq.baseline import baseline_report
+
+        return {"name": "the answer to the nearest training prompt (retrieval)",
+                "test": _flat(baseline_report(splits["train"], splits["test"], kind="chat"))}

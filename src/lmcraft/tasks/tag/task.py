@@ -15,14 +15,20 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from seqeval.metrics.sequence_labeling import get_entities
 
 from lmcraft.data.batching import pad
-from lmcraft.data.ner import SCHEMES, TaggedExample, label_set, spans_from_tags, split_words, tags_for
+from lmcraft.data.errors import DataError
+from lmcraft.data.ner import SCHEMES, TaggedExample, label_set, read_tagged, spans_from_tags, split_words, tags_for
+from lmcraft.data.readers import Fields
 from lmcraft.model.heads import Model
+from lmcraft.tasks.contract import HeadSpec, Splits, Task, labelled_text, streaming_metrics
+from lmcraft.tasks.tag.options import TagOptions
 from lmcraft.tokenizer import TextTokenizer
 
 IGNORE = -100
@@ -41,8 +47,16 @@ class TagItem:
 
 
 @dataclass
-class Tag:
+class Tag(Task):
     """The tagging task: encoding, batches, loss, metrics and decoding."""
+
+    name: ClassVar[str] = "tag"
+    description: ClassVar[str] = "named-entity recognition / token classification"
+    extensions: ClassVar[tuple[str, ...]] = (".jsonl", ".json", ".conll", ".bio", ".txt")
+    summary_metrics: ClassVar[tuple[str, ...]] = ("precision", "recall", "f1")
+    Options: ClassVar[type] = TagOptions
+    options_section: ClassVar[str] = "tag"
+    head_kinds: ClassVar[tuple[str, ...]] = ("tag",)
 
     labels: list[str]  # tag names, "O" first; the order of the head's outputs
     pad_id: int
@@ -67,13 +81,43 @@ class Tag:
         return cls(label_set(scheme, types), pad_id, **options)  # type: ignore[arg-type]
 
     @classmethod
-    def from_spec(cls, spec: dict[str, object], pad_id: int) -> Tag:
-        return cls(list(spec["labels"]), pad_id, scheme=str(spec.get("scheme", "BIO")),  # type: ignore[call-overload]
-                   crf=bool(spec.get("crf", False)))
+    def read(cls, path: Path, fields: Fields, *, labelled: bool = True) -> list[TaggedExample]:
+        return read_tagged(path)
 
-    def head_spec(self) -> dict[str, object]:
-        return {"kind": "tag", "n_labels": len(self.labels), "labels": list(self.labels), "scheme": self.scheme,
-                "crf": self.crf}
+    @classmethod
+    def for_data(cls, splits: Splits, files: dict[str, Path], tokenizer: TextTokenizer, options: TagOptions, *,
+                 metric: str, fields: Fields) -> Tag:
+        if metric not in ("", "f1"):
+            raise ValueError(f"tagging selects on entity-level 'f1', not {metric!r}")
+        task = cls.for_examples(splits["train"], tokenizer.pad_id, scheme=options.scheme, crf=options.crf,
+                                label_all=options.label_all)
+        if not task.types:
+            raise DataError(files["train"], "the training data holds no entities", field="entities")
+        for split in ("dev", "test"):
+            if split in splits:
+                task.check(files[split], splits[split], fields)
+        return task
+
+    def check(self, path: Path, examples: Sequence[Any], fields: Fields) -> None:
+        for ex in examples:
+            unseen = sorted({label for *_, label in ex.entities} - set(self.types))
+            if unseen:
+                raise DataError(path, f"entity type(s) {unseen} never occur in the training data (known: "
+                                      f"{self.types})", line=ex.line, field="entities")
+
+    @classmethod
+    def parse_input(cls, value: str | dict[str, Any], fields: Fields, line: int = 0) -> TaggedExample:
+        text = labelled_text(value, fields.text_field)
+        return TaggedExample(text, split_words(text), (), line=line, meta={"labelled": False})
+
+    @classmethod
+    def from_spec(cls, spec: HeadSpec, pad_id: int) -> Tag:
+        return cls(list(spec.settings["labels"]), pad_id, scheme=str(spec.settings.get("scheme", "BIO")),
+                   crf=bool(spec.settings.get("crf", False)))
+
+    def head_spec(self) -> HeadSpec:
+        return HeadSpec("tag", self.name, {"n_labels": len(self.labels), "labels": list(self.labels),
+                                           "scheme": self.scheme, "crf": self.crf})
 
     @property
     def types(self) -> list[str]:
@@ -192,9 +236,15 @@ class Tag:
     def new_metrics(self) -> TagMetrics:
         return TagMetrics(self)
 
+    def predict(self, model: Model, tokenizer: TextTokenizer, examples: Sequence[TaggedExample], *, max_len: int,
+                batch_size: int = 64, progress: bool = False) -> list[dict[str, Any]]:
+        """{"text", "entities"} per example; entities as character spans of the text."""
+        found = self.entities(model, tokenizer, [ex.text for ex in examples], max_len, batch_size)
+        return [{"text": ex.text, "entities": entities} for ex, entities in zip(examples, found, strict=True)]
+
     @torch.no_grad()
-    def predict(self, model: Model, tokenizer: TextTokenizer, texts: Sequence[str], max_len: int,
-                batch_size: int = 64) -> list[list[dict[str, object]]]:
+    def entities(self, model: Model, tokenizer: TextTokenizer, texts: Sequence[str], max_len: int,
+                 batch_size: int = 64) -> list[list[dict[str, object]]]:
         """Entities of raw texts, as character spans: ``[{"start", "end", "label", "text"}, ...]`` per text."""
         examples = [TaggedExample(t, split_words(t), (), meta={"labelled": False}) for t in texts]
         items = self.encode(tokenizer, examples, max_len)
@@ -214,12 +264,23 @@ class Tag:
             out.append([{"start": s, "end": e, "label": t, "text": ex.text[s:e]} for s, e, t in spans])
         return out
 
-    def prediction_records(self, model: Model, tokenizer: TextTokenizer, examples: Sequence[TaggedExample],
-                           max_len: int) -> list[dict[str, object]]:
-        """One JSON-ready record per example: the text, its gold entities and the predicted ones."""
-        predicted = self.predict(model, tokenizer, [ex.text for ex in examples], max_len)
-        return [{"text": ex.text, "gold": [{"start": s, "end": e, "label": t} for s, e, t in ex.entities],
-                 "predicted": entities} for ex, entities in zip(examples, predicted, strict=True)]
+    def test_report(self, model: Model, tokenizer: TextTokenizer, examples: Sequence[TaggedExample], *,
+                    max_len: int, batch_size: int = 64,
+                    progress: bool = False) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """Entity-level precision / recall / F1 per type; a record per example with its gold entities and the
+        predicted ones."""
+        metrics = streaming_metrics(self, model, self.encode(tokenizer, examples, max_len), batch_size)
+        predicted = self.entities(model, tokenizer, [ex.text for ex in examples], max_len, batch_size)
+        records = [{"text": ex.text, "gold": [{"start": s, "end": e, "label": t} for s, e, t in ex.entities],
+                    "predicted": entities} for ex, entities in zip(examples, predicted, strict=True)]
+        return {**metrics, "n": len(examples)}, records
+
+    @staticmethod
+    def baseline(splits: Splits, files: dict[str, Path]) -> dict[str, Any]:
+        from lmcraft.tasks.tag.baseline import crf_baseline
+
+        return {"name": "CRF over character features (CRFsuite)",
+                "test": crf_baseline(splits["train"], splits["test"])["test"]}
 
 
 class TagMetrics:

@@ -94,13 +94,15 @@ def compile_classifier(model_dir: str | Path, head: str | None = None, *, max_ba
     """Build the packages of a classification head (the model's only one if ``head`` is None): one for a
     single text, one for batches of up to ``max_batch`` texts, each of 1 to the model's input length in
     tokens. Returns their paths."""
-    from lmcraft.evaluate.report import classify_task
+    from lmcraft.inference.predictor import task_for
     from lmcraft.model.io import load_model_dir, read_config
 
     model_dir = Path(model_dir)
     read_config(model_dir)  # a clear error for anything but an lmcraft model directory
     model, _, _ = load_model_dir(model_dir)
-    task = classify_task(model, head)
+    task = task_for(model, head)
+    if not task.compilable:
+        raise ValueError(f"head {task.head!r} is a {task.name} head; `lmcraft compile` builds classification heads")
     probabilities = Probabilities(model, task).eval()
     stamp = stamp_path(model_dir, task.head)
     stamp.parent.mkdir(exist_ok=True)

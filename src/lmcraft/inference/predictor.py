@@ -1,0 +1,130 @@
+"""``Predictor(model_dir)``: one object that loads any model directory and answers ``predict(inputs)``.
+
+It finds the task of the model's head in the registry (a multi-task model: the head asked for, else the
+first task head), and runs it as asked: int8-quantized linear layers, a backbone compiled with
+``torch.compile``, or the ahead-of-time package that ``lmcraft compile`` built. ``lmcraft predict``,
+``lmcraft evaluate``, the fine-tuning stage's test report and ``lmcraft chat`` go through it; so does the
+HTTP server.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lmcraft.data.readers import Fields, write_jsonl
+from lmcraft.model.heads import Model
+from lmcraft.model.io import load_model_dir
+from lmcraft.tasks.contract import Task
+from lmcraft.tasks.registry import task_from_spec, task_of_head
+from lmcraft.tokenizer import TextTokenizer
+
+
+def task_heads(model: Model) -> list[str]:
+    """The heads of ``model`` that a task trained, in the order config.json lists them."""
+    return [name for name, spec in model.head_specs.items() if task_of_head(spec) is not None]
+
+
+def task_for(model: Model, head: str | None = None) -> Task:
+    """The task of ``model``'s head ``head`` (default: its first task head)."""
+    names = [head] if head else task_heads(model)
+    if not names or names[0] not in model.head_specs:
+        raise ValueError(f"this model has no task head{' ' + repr(head) if head else ''} (heads: "
+                         f"{sorted(model.head_specs) or 'none'}); fine-tune it first with `lmcraft finetune`")
+    return task_from_spec(model.head_specs[names[0]], model.cfg.pad_id, names[0])
+
+
+class Predictor:
+    """A model directory ready to predict.
+
+    Args:
+        model_dir: an lmcraft or Hugging Face model directory (or a loaded ``(model, tokenizer)`` pair).
+        head: which task head, when the model has several.
+        int8: quantize the linear layers to int8 (dynamic quantization, CPU).
+        compile: compile the backbone with ``torch.compile`` (encoders).
+        compiled: use the ahead-of-time package of ``lmcraft compile`` when it matches the weights.
+        settings: task settings to replace (``num_beams``, ``no_repeat_ngram`` of a generation task).
+        fields: which fields of an input object hold the text, the pair, the source…
+    """
+
+    def __init__(self, model_dir: str | Path | tuple[Model, TextTokenizer], *, head: str | None = None,
+                 int8: bool = False, compile: bool = False, compiled: bool = True,
+                 settings: dict[str, Any] | None = None, fields: Fields | None = None) -> None:
+        if isinstance(model_dir, tuple):
+            self.model, self.tokenizer = model_dir
+            self.model_dir: Path | None = None
+        else:
+            self.model, self.tokenizer, _ = load_model_dir(model_dir)
+            self.model_dir = Path(model_dir)
+        self.task = task_for(self.model, head)
+        self.fields = fields or Fields()
+        if settings:
+            known = {f.name for f in dataclasses.fields(self.task)}  # type: ignore[arg-type]
+            unknown = sorted(set(settings) - known)
+            if unknown:
+                raise ValueError(f"a {self.task.name} model has no setting {', '.join(unknown)}")
+            for name, value in settings.items():
+                setattr(self.task, name, value)
+        if int8:
+            from lmcraft.model.quantize import int8_dynamic
+
+            self.model = int8_dynamic(self.model)
+        if compile:
+            if self.task.generates:
+                raise ValueError("--compile speeds up encoders (classify, tag, relate, qa); a generating model "
+                                 "decodes step by step with its cache and is not compiled")
+            self.model.compile_backbone()
+        self.model.eval()
+        self.compiled = self._compiled() if compiled and not (int8 or compile) else None
+
+    def _compiled(self) -> Callable[[dict[str, torch.Tensor]], torch.Tensor] | None:
+        if not self.task.compilable or self.model_dir is None:
+            return None
+        from lmcraft.inference.compiled import load_compiled
+
+        package = load_compiled(self.model_dir, self.task.head)
+        if package is not None:
+            print(f"using the compiled package of head {self.task.head!r} (lmcraft compile)", file=sys.stderr)
+        return package
+
+    @property
+    def max_len(self) -> int:
+        return self.model.input_tokens
+
+    def _extra(self) -> dict[str, Any]:
+        return {"compiled": self.compiled} if self.compiled is not None else {}
+
+    def examples(self, inputs: Sequence[str | dict[str, Any]]) -> list[Any]:
+        """Inputs (texts, or objects in the task's file format) as the task's examples."""
+        return [self.task.parse_input(value, self.fields, line) for line, value in enumerate(inputs, 1)]
+
+    def read(self, path: str | Path, *, labelled: bool = True) -> list[Any]:
+        """The examples of a file in the task's format; labelled ones are checked against the model."""
+        examples = self.task.read(Path(path), self.fields, labelled=labelled)
+        if labelled:
+            self.task.check(Path(path), examples, self.fields)
+        return examples
+
+    def predict(self, inputs: Sequence[str | dict[str, Any]], *, batch_size: int = 64,
+                progress: bool = False) -> list[dict[str, Any]]:
+        """One JSON-ready answer per input, in order (the JSON that ``lmcraft predict`` prints)."""
+        return self.predict_examples(self.examples(inputs), batch_size=batch_size, progress=progress)
+
+    def predict_examples(self, examples: Sequence[Any], *, batch_size: int = 64,
+                         progress: bool = False) -> list[dict[str, Any]]:
+        return self.task.predict(self.model, self.tokenizer, examples, max_len=self.max_len, batch_size=batch_size,
+                                 progress=progress, **self._extra())
+
+    def evaluate(self, examples: Sequence[Any], *, predictions: str | Path | None = None, batch_size: int = 64,
+                 progress: bool = False) -> dict[str, Any]:
+        """The task's test metrics on labelled ``examples``; every prediction written to ``predictions``."""
+        metrics, records = self.task.test_report(self.model, self.tokenizer, examples, max_len=self.max_len,
+                                                 batch_size=batch_size, progress=progress, **self._extra())
+        if predictions is not None:
+            write_jsonl(predictions, records)
+        return metrics

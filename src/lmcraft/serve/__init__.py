@@ -1,1 +1,0 @@
-"""Serving a fine-tuned model: ahead-of-time compiled predictors."""
