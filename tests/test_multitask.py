@@ -13,7 +13,7 @@ from lmcraft.cli import main
 from lmcraft.config import ModelOptions, TrainConfig
 from lmcraft.data.builtin import prepare
 from lmcraft.multitask import parse_task, run_multitask
-from lmcraft.stage_options import MultitaskConfig
+from lmcraft.stage_options import InitOptions, MultitaskConfig
 from lmcraft.tasks.classify.task import Classify
 from lmcraft.tasks.multitask import MultiItem, MultiTask
 from lmcraft.tasks.tag.task import Tag
@@ -70,7 +70,8 @@ def test_sentiment_and_ner_share_one_backbone(tmp_path: Path, zh_tokenizer_dir: 
             lines = (directory / f"{split}.jsonl").read_text(encoding="utf-8").splitlines()[:150]
             (directory / f"{split}.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
     cfg = MultitaskConfig(tasks=[f"sentiment=classify:{sentiment}", f"ner=tag:{ner}"], out=str(tmp_path / "run"),
-                          tokenizer=str(zh_tokenizer_dir), max_train_examples=400, sampling="temperature",
+                          start=InitOptions(tokenizer=str(zh_tokenizer_dir)), max_train_examples=400,
+                          sampling="temperature",
                           model=ModelOptions(size="tiny", max_len=64),
                           train=TrainConfig(lr=2e-3, batch_size=16, max_steps=30, eval_every=15, progress=False,
                                             tensorboard=False))

@@ -183,7 +183,8 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def add_arguments(parser: Any, cls: type, *, defaults: Any = None, root: Any = None) -> None:
+def add_arguments(parser: Any, cls: type, *, defaults: Any = None, root: Any = None,
+                  skip: tuple[str, ...] = ()) -> None:
     """One flag per field of ``cls``; defaults come from ``defaults`` (an instance), else from ``cls()``. A
     nested dataclass becomes a group of ``--help`` (groups of the top-level ``root`` parser: argparse does not
     nest them)."""
@@ -191,6 +192,8 @@ def add_arguments(parser: Any, cls: type, *, defaults: Any = None, root: Any = N
     defaults = cls() if defaults is None else defaults
     root = parser if root is None else root
     for f in dataclasses.fields(cls):
+        if f.name in skip:  # declared by the caller (a positional argument)
+            continue
         kind = hints[f.name]
         default = getattr(defaults, f.name)
         if dataclasses.is_dataclass(kind):

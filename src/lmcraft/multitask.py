@@ -13,7 +13,7 @@ from lmcraft.model.io import count_parameters, save_model_dir
 from lmcraft.stage import finish_stage, run_summary
 from lmcraft.stage_options import FinetuneConfig, MultitaskConfig, options_for
 from lmcraft.tasks.multitask import MultiTask
-from lmcraft.tasks.registry import task_class
+from lmcraft.tasks.registry import TASKS, task_class
 from lmcraft.train.loop import train
 
 
@@ -24,8 +24,9 @@ def parse_task(spec: str) -> tuple[str, str, str]:
     if not (name and kind and directory):
         raise ValueError(f"task {spec!r} is not of the form NAME=TASK:DIR (e.g. ner=tag:data/peoples-daily-ner)")
     task = task_class(kind)  # an unknown task is an error that lists the known ones
-    if task.generates or task.name == "qa":
-        raise ValueError(f"multi-task learning takes classify, tag and relate tasks; {kind} is not supported yet")
+    if not task.shares_batches:
+        usable = ", ".join(name for name, t in TASKS.items() if t.shares_batches)
+        raise ValueError(f"multi-task learning takes the tasks {usable}; {kind} is not supported yet")
     return name, kind, directory
 
 

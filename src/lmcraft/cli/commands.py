@@ -152,6 +152,13 @@ def cmd_chat(args: argparse.Namespace) -> int:
     return run_chat(ChatSession(predictor, cfg, system=args.system))
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from lmcraft.serve.options import ServeConfig
+    from lmcraft.serve.run import serve
+
+    return serve(from_namespace(ServeConfig, args))
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from lmcraft.model.export import export_hf
 

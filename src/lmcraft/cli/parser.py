@@ -21,6 +21,7 @@ from lmcraft.cli.commands import (
     cmd_predict,
     cmd_pretrain,
     cmd_run,
+    cmd_serve,
     cmd_tokenizer_train,
 )
 from lmcraft.config import PretrainConfig, TokenizerConfig, add_arguments
@@ -197,6 +198,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--head", default=None, help="which classification head, when the model has several")
     p.add_argument("--max-batch", type=int, default=1024, help="the largest batch the batch package accepts")
     p.set_defaults(func=cmd_compile)
+
+    from lmcraft.serve.options import ServeConfig
+
+    p = sub.add_parser("serve", help="an HTTP server for models: predictions, OpenAI-compatible chat, a playground",
+                       description="Serve MODEL_DIR [MODEL_DIR ...] over HTTP (docs/serving.md): POST /v1/predict "
+                                   "for any task head (the JSON of `lmcraft predict`), /v1/chat/completions and "
+                                   "/v1/completions (OpenAI-compatible, stream: true), /v1/embeddings (encoders); "
+                                   "GET /health, /v1/models, /metrics (Prometheus) and a playground page at /. "
+                                   "Requests arriving together run as one batch. Example: lmcraft serve "
+                                   "runs/quickstart-zh/finetune/best --port 8000")
+    p.add_argument("models", nargs="+", metavar="MODEL_DIR", help="model directories, or NAME=DIR")
+    add_arguments(p, ServeConfig, skip=("models",))
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("export", help="write a model directory in the Hugging Face layout",
                        description="Write MODEL_DIR so that transformers loads it with the matching AutoModelFor... "

@@ -50,20 +50,23 @@ class Predictor:
         compiled: use the ahead-of-time package of ``lmcraft compile`` when it matches the weights.
         settings: task settings to replace (``num_beams``, ``no_repeat_ngram`` of a generation task).
         fields: which fields of an input object hold the text, the pair, the source…
+        require_task: refuse a model without a task head (a pretrained encoder or decoder); without it such a
+            model can still ``embed`` texts (encoders) or generate (``model/generate.py``), not ``predict``.
     """
 
     def __init__(self, model_dir: str | Path | tuple[Model, TextTokenizer], *, head: str | None = None,
                  int8: bool = False, compile: bool = False, compiled: bool = True,
-                 settings: dict[str, Any] | None = None, fields: Fields | None = None) -> None:
+                 settings: dict[str, Any] | None = None, fields: Fields | None = None,
+                 require_task: bool = True) -> None:
         if isinstance(model_dir, tuple):
             self.model, self.tokenizer = model_dir
             self.model_dir: Path | None = None
         else:
             self.model, self.tokenizer, _ = load_model_dir(model_dir)
             self.model_dir = Path(model_dir)
-        self.task = task_for(self.model, head)
+        self.task = task_for(self.model, head) if require_task or head or task_heads(self.model) else None
         self.fields = fields or Fields()
-        if settings:
+        if settings and self.task is not None:
             known = {f.name for f in dataclasses.fields(self.task)}  # type: ignore[arg-type]
             unknown = sorted(set(settings) - known)
             if unknown:
@@ -75,7 +78,7 @@ class Predictor:
 
             self.model = int8_dynamic(self.model)
         if compile:
-            if self.task.generates:
+            if self.model.cfg.causal or (self.task is not None and self.task.generates):
                 raise ValueError("--compile speeds up encoders (classify, tag, relate, qa); a generating model "
                                  "decodes step by step with its cache and is not compiled")
             self.model.compile_backbone()
@@ -83,7 +86,7 @@ class Predictor:
         self.compiled = self._compiled() if compiled and not (int8 or compile) else None
 
     def _compiled(self) -> Callable[[dict[str, torch.Tensor]], torch.Tensor] | None:
-        if not self.task.compilable or self.model_dir is None:
+        if self.task is None or not self.task.compilable or self.model_dir is None:
             return None
         from lmcraft.inference.compiled import load_compiled
 
@@ -96,18 +99,25 @@ class Predictor:
     def max_len(self) -> int:
         return self.model.input_tokens
 
+    def _task(self) -> Task:
+        if self.task is None:
+            raise ValueError(f"{self.model_dir or 'this model'} has no task head (heads: "
+                             f"{sorted(self.model.head_specs) or 'none'}): it can embed texts or generate, not "
+                             "predict; fine-tune it first with `lmcraft finetune`")
+        return self.task
+
     def _extra(self) -> dict[str, Any]:
         return {"compiled": self.compiled} if self.compiled is not None else {}
 
     def examples(self, inputs: Sequence[str | dict[str, Any]]) -> list[Any]:
         """Inputs (texts, or objects in the task's file format) as the task's examples."""
-        return [self.task.parse_input(value, self.fields, line) for line, value in enumerate(inputs, 1)]
+        return [self._task().parse_input(value, self.fields, line) for line, value in enumerate(inputs, 1)]
 
     def read(self, path: str | Path, *, labelled: bool = True) -> list[Any]:
         """The examples of a file in the task's format; labelled ones are checked against the model."""
-        examples = self.task.read(Path(path), self.fields, labelled=labelled)
+        examples = self._task().read(Path(path), self.fields, labelled=labelled)
         if labelled:
-            self.task.check(Path(path), examples, self.fields)
+            self._task().check(Path(path), examples, self.fields)
         return examples
 
     def predict(self, inputs: Sequence[str | dict[str, Any]], *, batch_size: int = 64,
@@ -117,14 +127,32 @@ class Predictor:
 
     def predict_examples(self, examples: Sequence[Any], *, batch_size: int = 64,
                          progress: bool = False) -> list[dict[str, Any]]:
-        return self.task.predict(self.model, self.tokenizer, examples, max_len=self.max_len, batch_size=batch_size,
-                                 progress=progress, **self._extra())
+        return self._task().predict(self.model, self.tokenizer, examples, max_len=self.max_len,
+                                    batch_size=batch_size, progress=progress, **self._extra())
 
     def evaluate(self, examples: Sequence[Any], *, predictions: str | Path | None = None, batch_size: int = 64,
                  progress: bool = False) -> dict[str, Any]:
         """The task's test metrics on labelled ``examples``; every prediction written to ``predictions``."""
-        metrics, records = self.task.test_report(self.model, self.tokenizer, examples, max_len=self.max_len,
+        metrics, records = self._task().test_report(self.model, self.tokenizer, examples, max_len=self.max_len,
                                                  batch_size=batch_size, progress=progress, **self._extra())
         if predictions is not None:
             write_jsonl(predictions, records)
         return metrics
+
+    @torch.inference_mode()
+    def embed(self, texts: Sequence[str], *, batch_size: int = 64) -> list[list[float]]:
+        """One unit-length vector per text: the mean of the encoder's final states over the text's tokens (how
+        sentence-embedding models such as all-MiniLM-L6-v2 were trained to be read)."""
+        if self.model.cfg.causal:
+            raise ValueError("embeddings come from encoders; this model is a decoder")
+        from lmcraft.data.batching import pad
+
+        ids = self.tokenizer.encode(list(texts), max_len=self.max_len)
+        out: list[list[float]] = []
+        for first in range(0, len(ids), batch_size):
+            batch, mask = pad(ids[first : first + batch_size], self.tokenizer.pad_id)  # (B, T) each
+            hidden = self.model(batch, mask).float()  # (B, T, D)
+            weights = mask.unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
+            mean = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1)  # (B, D)
+            out += torch.nn.functional.normalize(mean, dim=-1).tolist()
+        return out

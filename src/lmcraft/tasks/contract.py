@@ -99,6 +99,8 @@ class Task(abc.ABC):
     generates: ClassVar[bool] = False  # decodes token by token with a cache (``--compile`` does not apply)
     compilable: ClassVar[bool] = False  # ``lmcraft compile`` can build its head into a native package
     special_tokens: ClassVar[tuple[str, ...]] = ()  # tokens fine-tuning adds to the tokenizer and embeddings
+    converses: ClassVar[bool] = False  # answers conversations (OpenAI-style chat: ``prompt_ids`` of turns)
+    shares_batches: ClassVar[bool] = True  # may be one of several tasks on one backbone (``lmcraft multitask``)
 
     head: str
     metric: str

@@ -220,6 +220,7 @@ class ExtractiveQA(Task):
     Options: ClassVar[type] = QAOptions
     options_section: ClassVar[str] = "qa"
     head_kinds: ClassVar[tuple[str, ...]] = ("span",)
+    shares_batches: ClassVar[bool] = False  # its metrics find questions through the windows encode registered
 
     pad_id: int
     max_answer_tokens: int = 30  # the longest answer, in tokens

@@ -71,6 +71,7 @@ class Seq2Seq(Task):
     Options: ClassVar[type] = GenerationOptions
     options_section: ClassVar[str] = "generation"
     generates: ClassVar[bool] = True
+    shares_batches: ClassVar[bool] = False  # a decoder backbone; multi-task learning trains encoders
 
     pad_id: int
     eos_id: int  # the [SEP] that ends a target
@@ -364,6 +365,7 @@ class Chat(Seq2Seq):
     description: ClassVar[str] = "multi-turn dialogue, the loss on the assistant's turns"
     extensions: ClassVar[tuple[str, ...]] = (".jsonl",)
     special_tokens: ClassVar[tuple[str, ...]] = tuple(ROLE_TOKENS.values())
+    converses: ClassVar[bool] = True
 
     @classmethod
     def read(cls, path: Path, fields: Fields, *, labelled: bool = True) -> list[Conversation]:

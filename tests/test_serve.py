@@ -1,0 +1,221 @@
+"""``lmcraft serve`` started as a real process on a free loopback port and spoken to over HTTP: predictions
+equal ``lmcraft predict``'s, the ``openai`` client gets ``lmcraft generate``'s and ``lmcraft chat``'s greedy
+text (streamed and not), every bad request gets its status and message, and an overloaded server answers
+429 and stays healthy. Models are tiny and untrained: the answers only have to agree, not be good."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+import torch
+from conftest import tiny_config
+
+from lmcraft.chat import ChatSession
+from lmcraft.data.readers import Fields
+from lmcraft.finetune import add_task_tokens
+from lmcraft.inference.predictor import Predictor
+from lmcraft.model.generate import GenerationConfig
+from lmcraft.model.heads import Model
+from lmcraft.model.io import save_model_dir
+from lmcraft.tasks.classify.task import Classify
+from lmcraft.tasks.seq2seq.options import GenerationOptions
+from lmcraft.tasks.seq2seq.task import Chat
+from lmcraft.tokenizer import TextTokenizer
+
+TEXTS = ["这本书写得真好", "质量太差，不推荐", "物流很快，包装完好。", "一般般吧", "客服态度很差，再也不买了",
+         "江泽民在北京会见了克林顿。", "价格便宜", "完全不能用"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def model_dirs(tmp_path_factory: pytest.TempPathFactory, zh_tokenizer_dir: Path) -> dict[str, Path]:
+    """A classifier (an encoder) and a chat model (a decoder with the role tokens), random but fixed."""
+    root = tmp_path_factory.mktemp("served")
+    torch.manual_seed(0)
+    tokenizer = TextTokenizer.load(zh_tokenizer_dir)
+    task = Classify(["neg", "pos"], tokenizer.pad_id, pooling="mean")
+    classifier = Model(tiny_config(vocab_size=tokenizer.vocab_size, max_len=64), {})
+    task.attach(classifier, {})
+    save_model_dir(root / "sentiment", classifier, tokenizer)
+
+    tokenizer = TextTokenizer.load(zh_tokenizer_dir)
+    decoder = Model(tiny_config(vocab_size=tokenizer.vocab_size, causal=True, max_len=96),
+                    {"lm": {"kind": "lm", "tied": True}})
+    add_task_tokens(decoder, tokenizer, Chat)
+    chat = Chat.for_data({}, {}, tokenizer, GenerationOptions(max_target_tokens=12), metric="", fields=Fields())
+    chat.attach(decoder, {})
+    save_model_dir(root / "bot", decoder, tokenizer)
+    return {"sentiment": root / "sentiment", "bot": root / "bot"}
+
+
+def start_server(models: list[str], *options: str) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "lmcraft", "serve", *models, "--port", str(port),
+                                "--threads", "1", *options], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    saw_loading = False
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"the server stopped: {process.stdout.read() if process.stdout else ''}")
+        try:
+            response = httpx.get(f"{url}/health", timeout=2)
+        except httpx.HTTPError:
+            time.sleep(0.2)
+            continue
+        if response.status_code == 200:
+            return process, url
+        assert response.status_code == 503 and response.json()["status"] == "loading"
+        saw_loading = True
+        time.sleep(0.2)
+    process.kill()
+    raise AssertionError(f"the server did not become ready (saw 503 while loading: {saw_loading})")
+
+
+def stop_server(process: subprocess.Popen) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+@pytest.fixture(scope="module")
+def server(model_dirs: dict[str, Path]) -> Iterator[str]:
+    process, url = start_server([f"{name}={path}" for name, path in model_dirs.items()],
+                                "--max-input-tokens", "40", "--max-body-bytes", "20000")
+    yield url
+    stop_server(process)
+
+
+def predict_cli(model_dir: Path, texts: list[str]) -> list[dict]:
+    out = subprocess.run([sys.executable, "-m", "lmcraft", "predict", str(model_dir), *texts], capture_output=True,
+                         text=True, check=True).stdout
+    return [json.loads(line) for line in out.splitlines()]
+
+
+@pytest.mark.slow
+def test_health_models_and_metrics(server: str) -> None:
+    assert httpx.get(f"{server}/health").json() == {"status": "ok", "models": ["sentiment", "bot"]}
+    listed = {m["id"]: m for m in httpx.get(f"{server}/v1/models").json()["data"]}
+    assert listed["sentiment"]["task"] == "classify" and "predict" in listed["sentiment"]["capabilities"]
+    assert {"chat", "completions"} <= set(listed["bot"]["capabilities"])
+    httpx.post(f"{server}/v1/predict", json={"inputs": ["好"]})
+    metrics = httpx.get(f"{server}/metrics").text
+    assert 'lmcraft_requests_total{route="/v1/predict",status="200"}' in metrics
+    assert "lmcraft_batch_inputs_bucket" in metrics and "lmcraft_request_seconds_bucket" in metrics
+
+
+@pytest.mark.slow
+def test_64_concurrent_predictions_equal_lmcraft_predict(server: str, model_dirs: dict[str, Path]) -> None:
+    want = {r["text"]: r for r in predict_cli(model_dirs["sentiment"], TEXTS)}
+
+    def ask(i: int) -> tuple[list[str], list[dict]]:
+        texts = [TEXTS[(i + k) % len(TEXTS)] for k in range(1 + i % 3)]
+        response = httpx.post(f"{server}/v1/predict", json={"model": "sentiment", "inputs": texts}, timeout=60)
+        assert response.status_code == 200, response.text
+        return texts, response.json()["outputs"]
+
+    with ThreadPoolExecutor(64) as pool:
+        answers = list(pool.map(ask, range(64)))
+    for texts, outputs in answers:
+        assert [o["text"] for o in outputs] == texts  # each request gets its own answers, in order
+        for o in outputs:
+            assert o["label"] == want[o["text"]]["label"]
+            for name, p in o["probabilities"].items():
+                assert abs(p - want[o["text"]]["probabilities"][name]) <= 1e-4
+    sizes = httpx.get(f"{server}/metrics").text
+    assert 'lmcraft_batch_inputs_count{model="sentiment"}' in sizes
+
+
+@pytest.mark.slow
+def test_the_openai_client_gets_lmcraft_generate_and_chat_text(server: str, model_dirs: dict[str, Path]) -> None:
+    client = openai.OpenAI(base_url=f"{server}/v1", api_key="unused")
+    generated = subprocess.run([sys.executable, "-m", "lmcraft", "generate", str(model_dirs["bot"]), "新华社",
+                                "--max-new-tokens", "10"], capture_output=True, text=True, check=True).stdout
+    want = generated.rstrip("\n")[len("新华社"):]
+    got = client.completions.create(model="bot", prompt="新华社", max_tokens=10, temperature=0)
+    assert got.choices[0].text == want and got.usage.prompt_tokens > 0
+    streamed = "".join(c.choices[0].text for c in client.completions.create(
+        model="bot", prompt="新华社", max_tokens=10, temperature=0, stream=True))
+    assert streamed == want
+
+    session = ChatSession(Predictor(model_dirs["bot"]), GenerationConfig(max_new_tokens=13))
+    reply = session.reply("你好")
+    answer = client.chat.completions.create(model="bot", messages=[{"role": "user", "content": "你好"}],
+                                            max_tokens=13)
+    assert answer.choices[0].message.content == reply and answer.choices[0].message.role == "assistant"
+    pieces = [c.choices[0].delta.content or "" for c in client.chat.completions.create(
+        model="bot", messages=[{"role": "user", "content": "你好"}], max_tokens=13, stream=True)]
+    assert "".join(pieces) == reply
+
+
+@pytest.mark.slow
+def test_embeddings_are_unit_vectors(server: str) -> None:
+    body = httpx.post(f"{server}/v1/embeddings", json={"model": "sentiment", "input": ["好", "差评"]}).json()
+    vectors = [d["embedding"] for d in body["data"]]
+    assert len(vectors) == 2 and len(vectors[0]) == 32
+    assert all(abs(sum(x * x for x in v) - 1) < 1e-4 for v in vectors)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("request_kwargs", "status", "words"), [
+    ({"content": b'{"inputs": ["a"', "headers": {"content-type": "application/json"}}, 422, "malformed JSON"),
+    ({"json": {"texts": ["a"]}}, 422, "inputs"),
+    ({"json": {"inputs": []}}, 422, "inputs"),
+    ({"json": {"inputs": ["好" * 100]}}, 422, "--max-input-tokens"),
+    ({"json": {"model": "nope", "inputs": ["a"]}}, 404, "no model 'nope'"),
+    ({"json": {"inputs": ["x" * 30000]}}, 413, "--max-body-bytes"),
+], ids=["malformed", "wrong-field", "empty", "too-long", "unknown-model", "too-large"])
+def test_bad_requests_get_their_status_and_message(server: str, request_kwargs: dict, status: int,
+                                                   words: str) -> None:
+    response = httpx.post(f"{server}/v1/predict", **request_kwargs)
+    assert response.status_code == status
+    error = response.json()["error"]
+    assert words in error["message"] and error["type"] and error["code"]
+
+
+@pytest.mark.slow
+def test_an_overloaded_server_answers_429_and_stays_healthy(model_dirs: dict[str, Path]) -> None:
+    process, url = start_server([str(model_dirs["sentiment"])], "--max-queue", "4", "--max-wait-ms", "50",
+                                "--timeout", "10")
+    try:
+        def ask(_: int) -> int:
+            return httpx.post(f"{url}/v1/predict", json={"inputs": TEXTS[:4]}, timeout=30).status_code
+
+        with ThreadPoolExecutor(48) as pool:
+            statuses = list(pool.map(ask, range(96)))
+        assert set(statuses) <= {200, 429} and statuses.count(429) > 0 and statuses.count(200) > 0
+        busy = httpx.post(f"{url}/v1/predict", json={"inputs": TEXTS[:4]})
+        assert busy.status_code == 200  # the queue drained: the server answers again
+        assert httpx.get(f"{url}/health").status_code == 200
+    finally:
+        stop_server(process)
+
+
+@pytest.mark.slow
+def test_a_request_over_the_time_limit_gets_504(model_dirs: dict[str, Path]) -> None:
+    """A batch that waits 300 ms for company cannot answer within 50 ms: the request is answered 504."""
+    process, url = start_server([str(model_dirs["sentiment"])], "--timeout", "0.05", "--max-wait-ms", "300")
+    try:
+        response = httpx.post(f"{url}/v1/predict", json={"inputs": ["好"]}, timeout=30)
+        assert response.status_code == 504 and "--timeout" in response.json()["error"]["message"]
+        assert httpx.get(f"{url}/health").status_code == 200
+    finally:
+        stop_server(process)
