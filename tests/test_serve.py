@@ -28,8 +28,8 @@ from lmcraft.model.generate import GenerationConfig
 from lmcraft.model.heads import Model
 from lmcraft.model.io import save_model_dir
 from lmcraft.tasks.classify.task import Classify
+from lmcraft.tasks.seq2seq.chat import Chat
 from lmcraft.tasks.seq2seq.options import GenerationOptions
-from lmcraft.tasks.seq2seq.task import Chat
 from lmcraft.tokenizer import TextTokenizer
 
 TEXTS = ["这本书写得真好", "质量太差，不推荐", "物流很快，包装完好。", "一般般吧", "客服态度很差，再也不买了",

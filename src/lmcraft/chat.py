@@ -1,7 +1,7 @@
 """``lmcraft chat MODEL_DIR``: talk to a fine-tuned dialogue model in the terminal.
 
 Each user line is added to the conversation, the conversation is written with the chat template the model
-was trained on (role tokens, ``tasks/seq2seq/task.py``), and the answer is printed token by token as it is
+was trained on (role tokens, ``tasks/seq2seq/chat.py``), and the answer is printed token by token as it is
 generated (with the KV cache). The conversation keeps growing until it no longer fits the model's
 positions; then its oldest exchanges are left out of the prompt.
 
@@ -20,7 +20,7 @@ from typing import TextIO
 from lmcraft.data.chat import Turn
 from lmcraft.inference.predictor import Predictor
 from lmcraft.model.generate import GenerationConfig, generate_from_ids
-from lmcraft.tasks.seq2seq.task import Chat
+from lmcraft.tasks.seq2seq.chat import Chat
 
 
 def chat_predictor(model_dir: str | Path) -> Predictor:
@@ -52,7 +52,7 @@ class ChatSession:
         self.turns.append(Turn("user", text))
         # prompt_ids leaves room for max_target_tokens new tokens; leave room for max_new_tokens instead
         limit = self.model.backbone.cfg.max_tokens - self.generation.max_new_tokens + self.task.max_target_tokens
-        prompt = self.task.prompt_ids(self.tokenizer, [self.turns], limit)[0]
+        prompt = self.task.prompt_ids(self.tokenizer, [self.turns], limit)[0]  # the task's chat template
         answer = generate_from_ids(self.model, self.tokenizer, [prompt], self.generation, eos_id=self.task.eos_id,
                                     on_text=(lambda _row, piece: on_text(piece)) if on_text else None)[0]
         self.turns.append(Turn("assistant", answer))

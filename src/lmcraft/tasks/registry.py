@@ -9,7 +9,8 @@ from lmcraft.tasks.classify.task import Classify
 from lmcraft.tasks.contract import HeadSpec, Task
 from lmcraft.tasks.qa.task import ExtractiveQA
 from lmcraft.tasks.relate.task import RelationExtraction
-from lmcraft.tasks.seq2seq.task import Chat, Seq2Seq
+from lmcraft.tasks.seq2seq.chat import Chat
+from lmcraft.tasks.seq2seq.task import Seq2Seq
 from lmcraft.tasks.tag.task import Tag
 
 TASKS: dict[str, type[Task]] = {

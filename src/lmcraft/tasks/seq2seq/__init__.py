@@ -1,1 +1,2 @@
-"""Text-to-text generation and dialogue (``task.py``) and their baselines (``baseline.py``)."""
+"""Text-to-text generation (``task.py``) and dialogue (``chat.py``) in either layout (``layouts.py``), and their
+baselines (``baseline.py``)."""
