@@ -22,14 +22,13 @@ from lmcraft.data.corpus import (
     OutDirError,
     TokenShards,
     digest64,
-    normalize,
     rejected_by,
     run_corpus,
     shingle_hashes,
-    split_sentences,
 )
 from lmcraft.data.corpus.dedup import _rehashed
 from lmcraft.data.errors import DataError
+from lmcraft.text import normalize, split_sentences
 from lmcraft.tokenizer import TextTokenizer
 
 
