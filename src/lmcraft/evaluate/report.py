@@ -12,7 +12,7 @@ import torch
 from tqdm.auto import tqdm
 
 from lmcraft.data.readers import Example
-from lmcraft.evaluate.metrics import confusion_summary, format_confusion
+from lmcraft.metrics.classification import confusion_summary, format_confusion
 from lmcraft.model.heads import Model
 from lmcraft.tasks.classify.task import Classify
 from lmcraft.tokenizer import TextTokenizer

@@ -159,7 +159,7 @@ def _qa_from_spec(spec: dict[str, Any], pad_id: int) -> Any:
 
 
 def _baseline_qa(examples: Examples, files: dict[str, Path]) -> dict[str, Any]:
-    from lmcraft.evaluate.qa_metrics import qa_baseline
+    from lmcraft.tasks.qa.baseline import qa_baseline
 
     return {"name": "the context sentence sharing the most question words", "test": qa_baseline(examples["test"])}
 

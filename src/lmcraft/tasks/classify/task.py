@@ -105,7 +105,7 @@ class ClassifyMetrics:
         self.loss = float(sum_tensor(torch.tensor([self.loss], dtype=torch.float64)))
 
     def compute(self) -> dict[str, float]:
-        from lmcraft.evaluate.metrics import confusion_summary
+        from lmcraft.metrics.classification import confusion_summary
 
         summary = confusion_summary(self.confusion.numpy(), self.task.labels)
         total = max(int(self.confusion.sum()), 1)

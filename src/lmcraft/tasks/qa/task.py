@@ -42,7 +42,7 @@ from tokenizers import Tokenizer
 
 from lmcraft.data.batching import pad
 from lmcraft.data.squad import QAExample
-from lmcraft.evaluate.qa_metrics import score_answers
+from lmcraft.metrics.qa import score_answers
 from lmcraft.model.heads import Model
 from lmcraft.tokenizer import TextTokenizer
 

@@ -20,7 +20,7 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 
 from lmcraft.data.chat import Conversation, chat_pairs
 from lmcraft.data.seq2seq import Pair
-from lmcraft.evaluate.generation_metrics import generation_report
+from lmcraft.metrics.generation import generation_report
 from lmcraft.text import split_sentences
 
 KINDS = ("translation", "headline", "chat")

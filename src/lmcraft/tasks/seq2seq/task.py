@@ -263,7 +263,7 @@ class Seq2Seq:
     def test_report(self, model: Model, tokenizer: TextTokenizer, examples: Sequence[Any], *, max_len: int,
                     batch_size: int = 32, progress: bool = False) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         """Generation metrics of the test examples and one record per case (source, reference, output)."""
-        from lmcraft.evaluate.generation_metrics import generation_report
+        from lmcraft.metrics.generation import generation_report
 
         prompts, references, sources = self.prompts_and_references(examples)
         outputs = self.generate(model, tokenizer, prompts, max_len=max_len, batch_size=batch_size, progress=progress)
