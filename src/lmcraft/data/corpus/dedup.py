@@ -93,11 +93,11 @@ class ExactSet:
         self.table[i] = key
         self.count += 1
         if self.count > self.MAX_LOAD * len(self.table):
-            self.table = _rehashed(self.table, 2 * len(self.table))
+            self.table = rehashed_table(self.table, 2 * len(self.table))
         return True
 
 
-def _rehashed(table: np.ndarray, size: int, chunk: int = 1 << 20) -> np.ndarray:
+def rehashed_table(table: np.ndarray, size: int, chunk: int = 1 << 20) -> np.ndarray:
     """The keys of ``table`` in a new table of ``size`` slots, ``chunk`` keys at a time (bounding the
     temporaries to a few times 8 MB). Within a chunk all keys are inserted at once: each round, every key
     whose slot is free competes for it (the first wins), and the keys that met a taken slot step on. A key
