@@ -38,6 +38,8 @@ def test_split_sentences_english() -> None:
         "Mr. Li came.", "He sat down.", "J. R. R. Tolkien wrote it."]
     assert split_sentences('He said "go." Then 3 left. It is 1.5 m, e.g. here.') == [
         'He said "go."', "Then 3 left.", "It is 1.5 m, e.g. here."]
+    assert split_sentences("Not absence of fear.  Except a flea!  It bites.") == [  # raw text: two spaces
+        "Not absence of fear.", "Except a flea!", "It bites."]
     # a semicolon, or a full stop before a lower-case word, does not end an English sentence
     assert split_sentences("It rains. We stay; you go! see example.com now") == [
         "It rains.", "We stay; you go! see example.com now"]

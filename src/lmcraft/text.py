@@ -34,8 +34,8 @@ it (``unicodedata.is_normalized`` is a fast check); the result is the same as pl
 
 Chinese: a sentence ends after 。！？； (or their ASCII forms, which NFKC makes of the full-width ones, when a
 CJK character stands on either side), together with any closing quotes or brackets that follow: ``他说：“好。”``
-is one sentence. English: a sentence ends after ``.``, ``!`` or ``?`` (and closing quotes) followed by a
-space and a capital letter, a digit or an opening quote, unless the word before the full stop is a common
+is one sentence. English: a sentence ends after ``.``, ``!`` or ``?`` (and closing quotes) followed by
+spaces and a capital letter, a digit or an opening quote, unless the word before the full stop is a common
 abbreviation (Mr. Dr. St. vs.), a dotted acronym (e.g. i.e. U.S. a.m.) or an initial (J. R. R. Tolkien).
 A decimal point (1.5) or an ellipsis inside a Chinese sentence never ends one; a line break always does.
 
@@ -153,6 +153,7 @@ _CLOSERS = "\"'”’」』）)\\]】》"
 _END = re.compile(f"(?:(?P<hard>[!?;.…]*[。！？；][。！？；!?;.…]*)|(?P<soft>[!?;.…]+))[{_CLOSERS}]*")
 _OPENERS = "\"'“‘「『(（[【《"
 _WORD_BEFORE = re.compile(r"[A-Za-z][A-Za-z.]*$")  # the Latin word (dots inside) that ends where the search ends
+_NON_SPACE = re.compile(r"\S")
 _DOTTED = re.compile(r"(?:[A-Za-z]\.)+[A-Za-z]")  # e.g / U.S / a.m (the final dot is the terminator)
 
 
@@ -179,7 +180,8 @@ def _ends_here(text: str, match: re.Match[str]) -> bool:
         return False  # an ellipsis inside a Chinese sentence
     if marks == ";" or not after.isspace():
         return False  # "1.5", "example.com", "a;b"
-    following = text[end + 1 : end + 2]
+    found = _NON_SPACE.search(text, end)  # after the spaces (one, in normalised text)
+    following = found.group() if found else ""
     if not (following.isupper() or following.isdigit() or following in _OPENERS or is_cjk(following)):
         return False
     return not (marks == "." and _abbreviation_before(text, start))
