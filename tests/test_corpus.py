@@ -22,14 +22,13 @@ from lmcraft.data.corpus import (
     OutDirError,
     TokenShards,
     digest64,
-    normalize,
     rejected_by,
     run_corpus,
     shingle_hashes,
-    split_sentences,
 )
-from lmcraft.data.corpus.dedup import _rehashed
+from lmcraft.data.corpus.dedup import rehashed_table
 from lmcraft.data.errors import DataError
+from lmcraft.text import normalize, split_sentences
 from lmcraft.tokenizer import TextTokenizer
 
 
@@ -121,7 +120,7 @@ def test_exact_set_agrees_with_a_python_set_across_growth() -> None:
     assert len(exact) == len(reference) and len(exact.table) == 1 << 19  # grown from 2^16, at most 70% full
     assert all(k in exact for k in keys[:1000]) and not any(int(k) in exact for k in rng.integers(2, 2**62, 1000))
     assert len(ExactSet(exact.table.copy())) == len(exact)
-    rehashed = ExactSet(_rehashed(exact.table, 1 << 20, chunk=1000))  # growth, a thousand keys at a time
+    rehashed = ExactSet(rehashed_table(exact.table, 1 << 20, chunk=1000))  # growth, a thousand keys at a time
     assert len(rehashed) == len(exact) and all(k in rehashed for k in keys[::100])
 
 

@@ -19,16 +19,9 @@ from torch import nn
 from lmcraft.config import TrainConfig
 from lmcraft.data.errors import DataError
 from lmcraft.data.squad import QAExample, read_squad
-from lmcraft.evaluate.qa_metrics import (
-    baseline_answer,
-    cmrc_units,
-    exact_match,
-    f1_score,
-    qa_baseline,
-    score_answers,
-    squad_tokens,
-)
+from lmcraft.metrics.qa import cmrc_units, exact_match, f1_score, score_answers, squad_tokens
 from lmcraft.model.heads import Model
+from lmcraft.tasks.qa.baseline import baseline_answer, qa_baseline
 from lmcraft.tasks.qa.task import ExtractiveQA, make_windows, top_spans
 from lmcraft.tokenizer import TextTokenizer, train_tokenizer
 from lmcraft.train.distributed import Distributed

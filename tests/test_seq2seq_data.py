@@ -17,8 +17,9 @@ from lmcraft.data.chat import Conversation, Turn, chat_pairs, check_turns, read_
 from lmcraft.data.errors import DataError
 from lmcraft.data.gettext_pairs import clean_entry, read_mo, strip_accelerators
 from lmcraft.data.headlines import cut_at_sentence
-from lmcraft.data.seq2seq import Pair, check_placeholders, placeholders, read_pairs
-from lmcraft.evaluate.generation_metrics import bleu, chrf, generation_report, is_chinese, lcs_length, rouge
+from lmcraft.data.seq2seq import Pair, read_pairs
+from lmcraft.metrics.generation import bleu, chrf, generation_report, is_chinese, lcs_length, rouge
+from lmcraft.metrics.placeholders import check_placeholders, placeholders
 from lmcraft.tasks.seq2seq.baseline import baseline_report, lead, translation_memory
 
 LOCALE = Path("/usr/share/locale/zh_CN/LC_MESSAGES")

@@ -20,6 +20,8 @@ from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
+from lmcraft.text import CJK_PUNCTUATION_RANGES, HAN_RANGES, char_class
+
 PAD, UNK, CLS, SEP, MASK = "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"
 SPECIAL_TOKENS = [PAD, UNK, CLS, SEP, MASK]  # ids 0..4 in this order
 KINDS = ("wordpiece", "bpe")
@@ -27,7 +29,7 @@ ROLES_FILE = "special_tokens.json"  # written next to tokenizer.json when the ro
 
 
 # Word-piece decoding puts a space between every two words; Chinese text has none between characters.
-_CJK = r"\u3000-\u303f\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff00-\uffef"
+_CJK = char_class(HAN_RANGES + CJK_PUNCTUATION_RANGES)  # Chinese characters and punctuation
 _SPACE_NEAR_CJK = re.compile(rf"(?<=[{_CJK}])\s+|\s+(?=[{_CJK}])")
 
 

@@ -39,8 +39,8 @@ from pathlib import Path
 
 from lmcraft.data.errors import DataError
 from lmcraft.data.readers import write_jsonl
-from lmcraft.data.seq2seq import check_placeholders
 from lmcraft.data.split import SPLITS, split_of
+from lmcraft.metrics.placeholders import check_placeholders
 
 MO_MAGIC = 0x950412DE
 MAX_SOURCE_CHARS = 200

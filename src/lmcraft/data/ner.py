@@ -23,16 +23,12 @@ from seqeval.metrics.sequence_labeling import get_entities
 
 from lmcraft.data.errors import DataError
 from lmcraft.data.readers import jsonl_records
+from lmcraft.text import HAN, is_han, sentence_spans
 
 SCHEMES = ("BIO", "BIOES")
 Span = tuple[int, int, str]  # (start, end, label): characters [start, end) of the text
 
-_CJK = r"\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002fa1f"
-_WORD = re.compile(rf"[{_CJK}]|[^\W{_CJK}]+|[^\s]", re.UNICODE)  # a CJK char, a run of letters/digits, one symbol
-
-
-def is_cjk(char: str) -> bool:
-    return bool(re.fullmatch(f"[{_CJK}]", char))
+_WORD = re.compile(rf"[{HAN}]|[^\W{HAN}]+|[^\s]", re.UNICODE)  # a CJK char, a run of letters/digits, one symbol
 
 
 @dataclass(frozen=True)
@@ -113,7 +109,7 @@ def join_tokens(tokens: Sequence[str]) -> tuple[str, list[tuple[int, int]]]:
     spans = []
     pos = 0
     for k, token in enumerate(tokens):
-        if k and not (is_cjk(tokens[k - 1][-1]) and is_cjk(token[0])):
+        if k and not (is_han(tokens[k - 1][-1]) and is_han(token[0])):
             parts.append(" ")
             pos += 1
         parts.append(token)
@@ -216,7 +212,6 @@ def to_record(example: TaggedExample) -> dict[str, object]:
 ENTITY_TAGS = {"nr": "PER", "ns": "LOC", "nt": "ORG"}
 COMPOUND_SURNAMES = frozenset(["欧阳", "司马", "诸葛", "上官", "东方", "皇甫", "令狐", "慕容", "司徒", "尉迟",
                                "公孙", "夏侯", "长孙", "宇文", "端木", "万俟"])
-SENTENCE_END = re.compile(r"(?<=[。！？])")
 
 
 def tagged_line_entities(line: str) -> tuple[str, list[Span]]:
@@ -259,14 +254,10 @@ def tagged_line_entities(line: str) -> tuple[str, list[Span]]:
 
 
 def sentences_with_entities(text: str, entities: Sequence[Span]) -> list[tuple[str, list[Span]]]:
-    """Cut a paragraph after 。！？ (never inside an entity) and shift the spans to each sentence."""
+    """Cut a paragraph into sentences (``lmcraft.text.sentence_spans``; never inside an entity) and shift the
+    spans to each sentence."""
     out = []
-    start = 0
-    for piece in SENTENCE_END.split(text):
-        if not piece:
-            continue
-        end = start + len(piece)
+    for start, end in sentence_spans(text):
         inside = [(s - start, e - start, t) for s, e, t in entities if start <= s and e <= end]
-        out.append((piece, inside))
-        start = end
+        out.append((text[start:end], inside))
     return out

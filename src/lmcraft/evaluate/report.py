@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from lmcraft.evaluate.metrics import format_confusion
+from lmcraft.metrics.classification import format_confusion
 
 TABLES = ("per_class", "confusion_matrix")  # parts of a classification report that are not single numbers
 

@@ -10,7 +10,6 @@ The pair is ``[CLS] A [SEP] B [SEP]`` with segment ids 0 / 1; a classifier on BE
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -20,21 +19,10 @@ import torch.nn.functional as F
 from lmcraft.data.batching import pad
 from lmcraft.model.heads import Model
 from lmcraft.objectives.mlm import IGNORE, MaskedLM, MLMMetrics, mask_tokens
+from lmcraft.text import split_sentences
 from lmcraft.tokenizer import TextTokenizer
 
 LABELS = {"nsp": ["random", "next"], "sop": ["swapped", "ordered"]}
-_SENTENCE_END = re.compile(r"[。！？!?]+[”’」』）)\"']*|[.;][”’\"']*(?=\s)")
-
-
-def split_sentences(text: str) -> list[str]:
-    """Sentences of a paragraph: cut after 。！？!? (with the closing quotes that follow) and after . or ;
-    followed by a space."""
-    pieces, start = [], 0
-    for end in _SENTENCE_END.finditer(text):
-        pieces.append(text[start : end.end()])
-        start = end.end()
-    pieces.append(text[start:])
-    return [p.strip() for p in pieces if p.strip()]
 
 
 def make_pairs(documents: Sequence[str], kind: str, seed: int) -> list[tuple[str, str, int]]:

@@ -2,16 +2,14 @@
 
 ``run_corpus(CorpusConfig(...))`` writes ``shard-NNNNN.bin`` / ``.idx`` and ``manifest.json``;
 ``TokenShards(dir)`` reads them back. ``lmcraft data corpus`` is the command line (``cli.add_corpus_parser``).
-The steps, one module each: ``normalize``, ``sentences``, ``filters``, ``dedup``, ``shards``; ``pipeline``
-streams the files through them, in parallel, with checkpoints to resume from.
+The steps: ``lmcraft.text``'s ``normalize`` and ``split_sentences``, then one module each: ``filters``, ``dedup``,
+``shards``; ``pipeline`` streams the files through them, in parallel, with checkpoints to resume from.
 """
 
 from lmcraft.data.corpus.config import CorpusConfig, DedupConfig, OutDirError
 from lmcraft.data.corpus.dedup import ExactSet, MinHasher, NearDupIndex, digest64, shingle_hashes
 from lmcraft.data.corpus.filters import FILTERS, FilterConfig, rejected_by
-from lmcraft.data.corpus.normalize import normalize
 from lmcraft.data.corpus.pipeline import run_corpus
-from lmcraft.data.corpus.sentences import split_sentences
 from lmcraft.data.corpus.shards import ShardInfo, TokenShards, token_dtype
 
 __all__ = [
@@ -26,10 +24,8 @@ __all__ = [
     "ShardInfo",
     "TokenShards",
     "digest64",
-    "normalize",
     "rejected_by",
     "run_corpus",
     "shingle_hashes",
-    "split_sentences",
     "token_dtype",
 ]

@@ -40,6 +40,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from lmcraft.text import CJK_RANGES
+
 if TYPE_CHECKING:
     from datasketch import LeanMinHash
 
@@ -91,11 +93,11 @@ class ExactSet:
         self.table[i] = key
         self.count += 1
         if self.count > self.MAX_LOAD * len(self.table):
-            self.table = _rehashed(self.table, 2 * len(self.table))
+            self.table = rehashed_table(self.table, 2 * len(self.table))
         return True
 
 
-def _rehashed(table: np.ndarray, size: int, chunk: int = 1 << 20) -> np.ndarray:
+def rehashed_table(table: np.ndarray, size: int, chunk: int = 1 << 20) -> np.ndarray:
     """The keys of ``table`` in a new table of ``size`` slots, ``chunk`` keys at a time (bounding the
     temporaries to a few times 8 MB). Within a chunk all keys are inserted at once: each round, every key
     whose slot is free competes for it (the first wins), and the keys that met a taken slot step on. A key
@@ -141,8 +143,8 @@ def _rolling(values: np.ndarray, k: int) -> np.ndarray:
     return out
 
 
-_CJK_BOUNDS = np.array([0x3040, 0x3100, 0x3400, 0xA000, 0xAC00, 0xD7B0, 0xF900, 0xFB00, 0x20000, 0x2FA20],
-                       dtype=np.uint32)  # [start, end) of kana, Han (with ext. A), hangul, compatibility, ext. B-F
+_CJK_BOUNDS = np.array([bound for start, end in CJK_RANGES for bound in (start, end + 1)],
+                       dtype=np.uint32)  # [start, end) of each range of CJK characters, in order
 
 
 def _cjk_share(codepoints: np.ndarray) -> float:

@@ -32,8 +32,9 @@ from collections import Counter
 from dataclasses import dataclass
 from itertools import pairwise
 
+from lmcraft.text import CJK
+
 FILTERS = ("too_short", "too_long", "symbols", "dup_sentences", "top_2gram", "word_length")
-CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af\U00020000-\U0002fa1f"
 _SYMBOL = re.compile(r"[^\w\s]|_")  # not a letter, digit or space (\w counts CJK characters as letters)
 _UNIT = re.compile(f"[{CJK}]|[^\\W_{CJK}]+")  # one CJK character, or a run of other letters and digits
 _ASCII_LETTERS = string.ascii_letters.encode()

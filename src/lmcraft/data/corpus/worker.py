@@ -16,8 +16,7 @@ import numpy as np
 from lmcraft.data.corpus.config import CorpusConfig
 from lmcraft.data.corpus.dedup import MinHasher, digest64
 from lmcraft.data.corpus.filters import rejected_by
-from lmcraft.data.corpus.normalize import normalize
-from lmcraft.data.corpus.sentences import split_sentences
+from lmcraft.text import normalize, split_sentences
 from lmcraft.tokenizer import TextTokenizer
 
 # ---- the work of a worker: one batch of lines in, per-document results out ----------------------------

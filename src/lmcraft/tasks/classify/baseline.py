@@ -10,7 +10,7 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 
 from lmcraft.data.readers import Example
-from lmcraft.evaluate.metrics import classification_metrics
+from lmcraft.metrics.classification import classification_metrics
 
 
 def tfidf_baseline(

@@ -193,7 +193,7 @@ class Classify(Task):
                     compiled: Probabilities | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         """Accuracy, macro-F1, per-class precision / recall and the confusion matrix; a record per example
         (text, gold label, predicted label and its probability)."""
-        from lmcraft.evaluate.metrics import confusion_summary
+        from lmcraft.metrics.classification import confusion_summary
 
         n = len(self.labels)
         confusion = np.zeros((n, n), dtype=np.int64)  # rows: true label, columns: predicted
@@ -242,7 +242,7 @@ class ClassifyMetrics:
         self.loss = float(sum_tensor(torch.tensor([self.loss], dtype=torch.float64)))
 
     def compute(self) -> dict[str, float]:
-        from lmcraft.evaluate.metrics import confusion_summary
+        from lmcraft.metrics.classification import confusion_summary
 
         summary = confusion_summary(self.confusion.numpy(), self.task.labels)
         total = max(int(self.confusion.sum()), 1)

@@ -45,7 +45,7 @@ from lmcraft.data.batching import pad
 from lmcraft.data.errors import DataError
 from lmcraft.data.readers import Fields
 from lmcraft.data.squad import QAExample, read_squad
-from lmcraft.evaluate.qa_metrics import score_answers
+from lmcraft.metrics.qa import score_answers
 from lmcraft.model.heads import Model
 from lmcraft.tasks.contract import HeadSpec, Splits, Task
 from lmcraft.tasks.qa.options import QAOptions
@@ -331,7 +331,7 @@ class ExtractiveQA(Task):
 
     @staticmethod
     def baseline(splits: Splits, files: dict[str, Path]) -> dict[str, Any]:
-        from lmcraft.evaluate.qa_metrics import qa_baseline
+        from lmcraft.tasks.qa.baseline import qa_baseline
 
         return {"name": "the context sentence sharing the most question words", "test": qa_baseline(splits["test"])}
 

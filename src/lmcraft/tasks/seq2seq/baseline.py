@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import re
 import statistics
 from collections.abc import Sequence
 
@@ -21,10 +20,10 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 
 from lmcraft.data.chat import Conversation, chat_pairs
 from lmcraft.data.seq2seq import Pair
-from lmcraft.evaluate.generation_metrics import generation_report
+from lmcraft.metrics.generation import generation_report
+from lmcraft.text import split_sentences
 
 KINDS = ("translation", "headline", "chat")
-_FIRST_SENTENCE = re.compile(r".+?[。！？!?](?:[”’」』）)]*)|.+", re.DOTALL)
 
 
 def copy_source(pairs: Sequence[Pair]) -> list[str]:
@@ -35,8 +34,8 @@ def lead(pairs: Sequence[Pair], n_chars: int) -> list[str]:
     """The first sentence of each source without its final punctuation, at most ``n_chars`` characters."""
     out = []
     for p in pairs:
-        first = _FIRST_SENTENCE.match(p.source.strip())
-        sentence = first.group(0) if first else ""
+        sentences = split_sentences(p.source)
+        sentence = sentences[0] if sentences else ""
         out.append(sentence.rstrip("。！？!?”’」』）) ")[:n_chars])
     return out
 

@@ -14,7 +14,7 @@ them only; the source is given, not learnt.
 
 The dev metric is the target tokens' loss (cheap: no decoding). At test time the model decodes with beam
 search and a length penalty (``model/beam.py``), and the outputs are scored with BLEU, chrF and ROUGE
-(``evaluate/generation_metrics.py``).
+(``metrics/generation.py``).
 """
 
 from __future__ import annotations
@@ -232,7 +232,7 @@ class Seq2Seq(Task):
                     batch_size: int = 32, progress: bool = False) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         """The target tokens' loss (``target_*``), then the generation metrics of every test case, and one record
         per case (source, reference, output)."""
-        from lmcraft.evaluate.generation_metrics import generation_report
+        from lmcraft.metrics.generation import generation_report
         from lmcraft.tasks.contract import streaming_metrics
 
         loss = streaming_metrics(self, model, self.encode(tokenizer, examples, max_len), batch_size)

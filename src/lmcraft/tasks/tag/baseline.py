@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from lmcraft.data.ner import TaggedExample, spans_from_tags, tags_for
+from lmcraft.metrics.entities import precision_recall_f1
 
 
 def _shape(word: str) -> str:
@@ -46,8 +47,6 @@ def crf_baseline(train: Sequence[TaggedExample], test: Sequence[TaggedExample], 
     """Fit on train, report entity-level precision / recall / F1 (seqeval's counting) on test."""
     import sklearn_crfsuite
 
-    from lmcraft.tasks.tag.task import _prf
-
     start = time.perf_counter()
     crf = sklearn_crfsuite.CRF(algorithm="lbfgs", c1=c1, c2=c2, max_iterations=max_iterations)
     crf.fit([word_features(_words(ex)) for ex in train], [tags_for(ex, scheme) for ex in train])
@@ -60,6 +59,6 @@ def crf_baseline(train: Sequence[TaggedExample], test: Sequence[TaggedExample], 
         for spans, column in ((gold & pred, 0), (pred, 1), (gold, 2)):
             for *_, label in spans:
                 by_type.setdefault(label, [0, 0, 0])[column] += 1
-    metrics: dict[str, Any] = _prf(tp, n_pred, n_gold)
-    metrics.update({f"f1_{t}": _prf(*counts)["f1"] for t, counts in sorted(by_type.items())})
+    metrics: dict[str, Any] = precision_recall_f1(tp, n_pred, n_gold)
+    metrics.update({f"f1_{t}": precision_recall_f1(*counts)["f1"] for t, counts in sorted(by_type.items())})
     return {"test": metrics, "seconds": time.perf_counter() - start}

@@ -26,6 +26,7 @@ from lmcraft.data.batching import pad
 from lmcraft.data.errors import DataError
 from lmcraft.data.ner import SCHEMES, TaggedExample, label_set, read_tagged, spans_from_tags, split_words, tags_for
 from lmcraft.data.readers import Fields
+from lmcraft.metrics.entities import precision_recall_f1
 from lmcraft.model.heads import Model
 from lmcraft.tasks.contract import HeadSpec, Splits, Task, labelled_text, streaming_metrics
 from lmcraft.tasks.tag.options import TagOptions
@@ -319,14 +320,7 @@ class TagMetrics:
 
     def compute(self) -> dict[str, float]:
         tp, predicted, gold = self.counts.sum(0).tolist()
-        out = {**_prf(tp, predicted, gold), "loss": self.loss / max(self.words, 1)}
+        out = {**precision_recall_f1(tp, predicted, gold), "loss": self.loss / max(self.words, 1)}
         for t, (tp_t, pred_t, gold_t) in zip(self.types, self.counts.tolist(), strict=True):
-            out[f"f1_{t}"] = _prf(tp_t, pred_t, gold_t)["f1"]
+            out[f"f1_{t}"] = precision_recall_f1(tp_t, pred_t, gold_t)["f1"]
         return out
-
-
-def _prf(tp: float, predicted: float, gold: float) -> dict[str, float]:
-    precision = tp / predicted if predicted else 0.0
-    recall = tp / gold if gold else 0.0
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return {"precision": precision, "recall": recall, "f1": f1}

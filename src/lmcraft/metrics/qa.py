@@ -1,6 +1,6 @@
-"""Scores of extractive question answering, and the non-neural baseline they are read against.
+"""Scores of extractive question answering: SQuAD's and CMRC 2018's answer normalisation, exact match and F1.
 
-Two rules, chosen per question by whether its context contains CJK characters:
+Two rules, chosen per question by whether its context contains Chinese characters (``lmcraft.text.HAN``):
 
 - English, as the official SQuAD evaluation (Rajpurkar et al. 2016, 2018): lowercase, drop ASCII punctuation
   and the articles a / an / the, split on whitespace. Exact match compares the token lists; F1 the bags of
@@ -16,23 +16,28 @@ when the prediction is empty and 0 otherwise, for both measures (SQuAD v2).
 
 from __future__ import annotations
 
-import math
 import re
 import string
 import unicodedata
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from typing import Protocol
 
-from lmcraft.data.squad import QAExample
+from lmcraft.text import has_han, is_han
 
-_CJK = re.compile("[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002ffff]")
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _ASCII_PUNCTUATION = set(string.punctuation)
-_SENTENCE_END = re.compile(r"[。！？；!?]+[”’」』）)]*|[.;]+(?=\s)")
 
 
-def has_cjk(text: str) -> bool:
-    return _CJK.search(text) is not None
+class Question(Protocol):
+    """What ``score_answers`` reads of a question (``lmcraft.data.squad.QAExample`` has it)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def context(self) -> str: ...
+    @property
+    def answers(self) -> tuple[tuple[str, int], ...]: ...  # (text, character start) of every gold answer
 
 
 def squad_tokens(text: str) -> list[str]:
@@ -47,11 +52,11 @@ def cmrc_units(text: str) -> list[str]:
     units: list[str] = []
     word = ""
     for ch in text.lower():
-        if _CJK.match(ch) or ch.isspace() or unicodedata.category(ch)[0] in "PS":
+        if is_han(ch) or ch.isspace() or unicodedata.category(ch)[0] in "PS":
             if word:
                 units.append(word)
                 word = ""
-            if _CJK.match(ch):
+            if is_han(ch):
                 units.append(ch)
         else:
             word += ch
@@ -105,13 +110,13 @@ def f1_score(prediction: str, golds: Sequence[str], *, chinese: bool) -> float:
     return max(_f1_one(prediction, gold, chinese) for gold in golds)
 
 
-def score_answers(examples: Sequence[QAExample], predictions: Mapping[str, str]) -> dict[str, float]:
+def score_answers(examples: Sequence[Question], predictions: Mapping[str, str]) -> dict[str, float]:
     """exact_match and f1 (means over the questions, 0..1), and has_answer_f1 / no_answer_f1 over the
     answerable / unanswerable questions when there are any. A missing prediction counts as no answer."""
     em, f1, answerable, unanswerable = [], [], [], []
     for ex in examples:
         golds = [text for text, _ in ex.answers]
-        chinese = has_cjk(ex.context)
+        chinese = has_han(ex.context)
         prediction = predictions.get(ex.id, "")
         em.append(exact_match(prediction, golds, chinese=chinese))
         f1.append(f1_score(prediction, golds, chinese=chinese))
@@ -126,51 +131,3 @@ def score_answers(examples: Sequence[QAExample], predictions: Mapping[str, str])
 
 def _mean(values: Sequence[float]) -> float:
     return sum(values) / len(values) if values else 0.0
-
-
-# --- the classic baseline ---------------------------------------------------------------------------------
-
-
-def sentences(text: str) -> list[tuple[int, int]]:
-    """Character spans of the sentences of ``text`` (after 。！？；!? and after . ; before whitespace),
-    whitespace trimmed."""
-    spans, begin = [], 0
-    for m in _SENTENCE_END.finditer(text):
-        spans.append((begin, m.end()))
-        begin = m.end()
-    spans.append((begin, len(text)))
-    trimmed = []
-    for s, e in spans:
-        while s < e and text[s].isspace():
-            s += 1
-        while e > s and text[e - 1].isspace():
-            e -= 1
-        if s < e:
-            trimmed.append((s, e))
-    return trimmed
-
-
-def baseline_answer(example: QAExample) -> tuple[str, int]:
-    """The context sentence that shares the most with the question, and its character start.
-
-    The sliding-window baseline of Richardson et al. (2013, MCTest) adapted to span extraction: the windows
-    are sentences and there are no answer candidates to add to the question, so a sentence scores the sum,
-    over the question's units (SQuAD tokens, or CMRC units for Chinese) that it contains, of the inverse
-    count log(1 + 1/C(u)), C(u) being how often the unit occurs in the whole context. Rare shared words count
-    most; the first sentence wins ties. It always answers, so it scores 0 on unanswerable questions.
-    """
-    units = cmrc_units if has_cjk(example.context) else squad_tokens
-    counts = Counter(units(example.context))
-    question = set(units(example.question))
-
-    def score(span: tuple[int, int]) -> float:
-        shared = question & set(units(example.context[span[0] : span[1]]))
-        return sum(math.log(1 + 1 / counts[u]) for u in shared)
-
-    s, e = max(sentences(example.context), key=score)
-    return example.context[s:e], s
-
-
-def qa_baseline(examples: Sequence[QAExample]) -> dict[str, float]:
-    """Scores of ``baseline_answer`` over labelled examples (the same measures as the model's)."""
-    return score_answers(examples, {ex.id: baseline_answer(ex)[0] for ex in examples})

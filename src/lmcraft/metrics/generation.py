@@ -25,9 +25,9 @@ from collections.abc import Hashable, Sequence
 
 import sacrebleu
 
-from lmcraft.data.seq2seq import placeholder_intact_rate
+from lmcraft.metrics.placeholders import placeholder_intact_rate
+from lmcraft.text import is_han
 
-_CJK = re.compile("[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002ffff]")
 _WORD = re.compile(r"[a-z0-9]+")
 CHINESE_SHARE = 0.3  # texts whose letters are at least this share CJK characters are scored as Chinese
 
@@ -40,7 +40,7 @@ def is_chinese(texts: Sequence[str]) -> bool:
         for ch in text:
             if ch.isalpha():
                 letters += 1
-                cjk += bool(_CJK.match(ch))
+                cjk += is_han(ch)
     return letters > 0 and cjk / letters >= CHINESE_SHARE
 
 
@@ -116,7 +116,7 @@ def generation_report(hypotheses: Sequence[str], references: Sequence[str],
                       sources: Sequence[str] | None = None) -> dict[str, object]:
     """Every score of the outputs: BLEU, chrF, ROUGE-1/2/L, the mean ratio of output to reference length (in
     ROUGE's tokens), and, when ``sources`` are given and some have placeholders, the share of outputs that keep
-    them intact (``lmcraft.data.seq2seq.check_placeholders``). Both sides are NFKC-normalised first."""
+    them intact (``lmcraft.metrics.placeholders.check_placeholders``). Both sides are NFKC-normalised first."""
     _check(hypotheses, references)
     hypotheses = [unicodedata.normalize("NFKC", h) for h in hypotheses]
     references = [unicodedata.normalize("NFKC", r) for r in references]
