@@ -21,7 +21,13 @@ from lmcraft.runcard import trained_dtype, write_run_card
 from lmcraft.tasks.classify import Classify
 from lmcraft.train import checkpoint
 from lmcraft.train.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint
-from lmcraft.train.errors import DiskFullError, NonFiniteLossError, ResumeMismatchError, RunLockedError
+from lmcraft.train.errors import (
+    DiskFullError,
+    NonFiniteLossError,
+    ResumeMismatchError,
+    RunLockedError,
+    TrainingError,
+)
 from lmcraft.train.identity import data_fingerprint
 from lmcraft.train.loop import TrainResult, train
 from tests.conftest import tiny_config
@@ -79,6 +85,15 @@ def test_a_checkpoint_with_missing_state_keys_falls_back_to_the_previous_one(
     err = capsys.readouterr().err
     assert f"skipping checkpoint {newest}: state.json lacks stopper" in err
     assert "resuming from " + str(tmp_path / "checkpoints" / "step-00000007") in err
+
+
+def test_resume_with_no_usable_checkpoint_stops_and_deletes_nothing(tmp_path: Path) -> None:
+    run(tmp_path, max_steps=2)
+    for _, path in list_checkpoints(tmp_path):
+        (path / "manifest.json").unlink()  # as written before manifests existed, or cut short
+    with pytest.raises(TrainingError, match=r"none of the checkpoints in .* can be resumed"):
+        run(tmp_path, max_steps=2, resume=True)
+    assert [s for s, _ in list_checkpoints(tmp_path)] == [1, 2]
 
 
 def test_a_checkpoint_with_nan_weights_is_never_resumed_from(tmp_path: Path) -> None:
