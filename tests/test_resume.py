@@ -97,7 +97,8 @@ def test_sigkill_at_a_random_step_then_resume_gives_identical_weights(small_inpu
     def args(out: Path) -> list[str]:
         return ["pretrain", "--corpus", str(small_inputs["corpus"]), "--tokenizer", str(small_inputs["tokenizer"]),
                 "--out", str(out), "--size", "tiny", "--max-len", "32", "--batch-size", "8",
-                "--max-steps", str(steps), "--eval-every", "10", "--save-every", "1", "--no-progress"]
+                "--max-steps", str(steps), "--eval-every", "10", "--save-every", "1", "--bf16", "off",
+                "--no-progress"]
 
     whole, broken = tmp_path / "whole", tmp_path / "broken"
     run_to_end(args(whole))
@@ -122,7 +123,8 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_gives_identical_weights(small_inpu
     def args(out: Path) -> list[str]:
         return ["finetune", "--data", str(small_inputs["labelled"]), "--tokenizer", str(small_inputs["tokenizer"]),
                 "--out", str(out), "--size", "tiny", "--max-len", "48", "--batch-size", "16",
-                "--max-steps", str(steps), "--eval-every", "10", "--save-every", "10", "--no-progress"]
+                "--max-steps", str(steps), "--eval-every", "10", "--save-every", "10", "--bf16", "off",
+                "--no-progress"]
 
     whole, broken = tmp_path / "whole", tmp_path / "broken"
     run_to_end(args(whole))
@@ -150,7 +152,8 @@ def _loop(tmp_path: Path, **overrides: object) -> tuple[Model, TrainConfig]:
     task = ScriptedTask([0.5, 0.9, 0.6, 0.7, 0.8, 0.7, 0.6, 0.5])
     model = Model(tiny_config(), {task.head: task.head_spec()})
     cfg = TrainConfig(**{"batch_size": 4, "max_steps": 16, "eval_every": 2, "patience": 0, "progress": False,
-                         "save_every": 1, "keep_checkpoints": 2, "tensorboard": False, **overrides})
+                         "save_every": 1, "keep_checkpoints": 2, "tensorboard": False, "bf16": "off",
+                         **overrides})
     train(model, task, classify_items(64), classify_items(8), cfg, run_dir=tmp_path, save_best=lambda p, s: None)
     return model, cfg
 

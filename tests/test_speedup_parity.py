@@ -44,7 +44,7 @@ def fine_tune(plain: bool, tokenizer: TextTokenizer, splits: dict[str, list], tm
     with attention:
         loop.train(model, task, train_items, test_items[:64],
                    TrainConfig(lr=1e-3, batch_size=32, epochs=2, eval_every=10**6, patience=0, progress=False,
-                               tensorboard=False, save_every=10**6),
+                               tensorboard=False, save_every=10**6, bf16="off"),
                    run_dir=tmp / ("plain" if plain else "fast"), save_best=lambda p, s: None)  # shuffled batches
         model.eval()
         with torch.no_grad():

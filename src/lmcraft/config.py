@@ -45,6 +45,8 @@ class TrainConfig:
     log_every: int = opt(20, "write training loss and speed to metrics.jsonl every this many steps")
     progress: bool = opt(True, "show progress bars (on a terminal; never in redirected output)")
     resume: bool = opt(False, "continue from the newest whole checkpoint in the run directory, exactly")
+    resume_anyway: bool = opt(False, "with --resume: continue even if the options that decide the run (lr, "
+                                     "steps, batch, seed, ...) or the training data differ from the run's own")
     save_every: int = opt(0, "write a resumable checkpoint every this many steps; 0 means at every evaluation")
     keep_checkpoints: int = opt(2, "how many of the newest checkpoints to keep (the best one is kept as well)")
     distributed: str = opt("ddp", "under torchrun: ddp (a model copy per process) or fsdp (parameters sharded)")

@@ -7,6 +7,7 @@ version or the new one.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -71,3 +72,64 @@ def sha256_of(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def is_disk_full(error: BaseException) -> bool:
+    """Whether ``error`` (or an error it was raised from) is "no space left" or "quota exceeded".
+
+    torch.save reports a short write as ``RuntimeError: [enforce fail at inline_container.cc] unexpected pos``;
+    given an open file (not a path) it writes through Python, and the ``OSError`` is kept as the context.
+    """
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if "No space left on device" in str(seen) or "os error 28" in str(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def clean_staging(folder: Path, name_prefix: str) -> list[Path]:
+    """Remove what a crashed :func:`staged_dir` left in ``folder`` for names starting with ``name_prefix``:
+    its staging directories (``.NAME.xxxxxxxx``) go; an ``.NAME.old`` whose ``NAME`` is missing (a crash
+    between the two renames) is renamed back, since it is the last whole version. Only while no other
+    process writes there (the loop holds the run's lock). Returns what was removed."""
+    removed = []
+    if not folder.is_dir():
+        return removed
+    for entry in sorted(folder.iterdir()):
+        if not entry.name.startswith("." + name_prefix) or not entry.is_dir():
+            continue
+        real = folder / entry.name[1:].rpartition(".")[0]
+        if entry.name.endswith(".old") and not real.exists():
+            entry.replace(real)
+            continue
+        shutil.rmtree(entry, ignore_errors=True)
+        removed.append(entry)
+    return removed
+
+
+@contextmanager
+def directory_lock(folder: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``folder`` (its file ``.lock``) for the block; raise ``BlockingIOError``
+    with the holder's pid at once if another process holds it. The kernel drops the lock when its holder
+    dies, so a crashed run leaves nothing that blocks the next one. No-op where ``fcntl`` is missing."""
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        yield
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as e:
+            holder = os.pread(fd, 32, 0).decode("ascii", errors="replace").strip() or "?"
+            raise BlockingIOError(e.errno, f"held by process {holder}") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock

@@ -5,11 +5,15 @@
 - ``model.safetensors``: the weights;
 - ``trainer.pt``: optimizer and schedule state and every rank's RNG states (tensors only, read back with
   ``torch.load(weights_only=True)``);
-- ``state.json``: step, epoch, position within the epoch, early-stopping state, dev history, and the
-  options that must not change on resume.
+- ``state.json``: step, epoch, position within the epoch, early-stopping state, dev history, and what the
+  run is (train/identity.py: the options that must not change on resume, a fingerprint of the data);
+- ``manifest.json``: the size and SHA-256 of each of the three, written last.
 
 A checkpoint is staged under a hidden name, fsynced and renamed into place, so the newest visible one is
-always whole. The last ``keep`` are kept, plus the one of the best dev evaluation.
+always whole; the manifest catches what happens to it afterwards (a bad disk sector, an overwritten block,
+a copy cut short). Loading verifies every file against it, and that every weight is finite, so that a
+damaged checkpoint, or one with NaN weights, is skipped for the one before. The last ``keep`` are kept,
+plus the one of the best dev evaluation.
 """
 
 from __future__ import annotations
@@ -18,18 +22,21 @@ import json
 import re
 import shutil
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load, save
 
-from lmcraft.fsutil import staged_dir, write_json
+from lmcraft.fsutil import sha256_of, staged_dir, write_json
 from lmcraft.model.io import tensors_for_saving
 
 PATTERN = re.compile(r"^step-(\d{8})$")
 FILES = ("model.safetensors", "trainer.pt", "state.json")
+MANIFEST = "manifest.json"
+STATE_KEYS = ("step", "loop", "stopper", "world_size", "config", "run")
 
 
 @dataclass
@@ -57,12 +64,20 @@ def save_checkpoint(
     run_dir: Path, step: int, *, model: dict[str, torch.Tensor], trainer: dict[str, Any], state: dict[str, Any],
     keep: int, best_step: int | None,
 ) -> Path:
-    """Write one checkpoint atomically, then delete the old ones beyond the newest ``keep`` (and the best)."""
+    """Write one checkpoint atomically, then delete the old ones beyond the newest ``keep`` (and the best).
+
+    Both tensor files are written through Python's own file objects, so that a full disk raises ``OSError``
+    (ENOSPC) rather than torch's "unexpected pos"; the staging directory is removed on any error.
+    """
     path = checkpoint_dir(run_dir, step)
     with staged_dir(path, durable=True) as staging:
-        save_file(tensors_for_saving(model), str(staging / "model.safetensors"))
-        torch.save(trainer, staging / "trainer.pt")
+        with (staging / "model.safetensors").open("wb") as f:
+            f.write(save(tensors_for_saving(model)))
+        with (staging / "trainer.pt").open("wb") as f:
+            torch.save(trainer, f)
         write_json(staging / "state.json", {"step": step, **state})
+        write_json(staging / MANIFEST, {"files": {name: {"bytes": (staging / name).stat().st_size,
+                                                         "sha256": sha256_of(staging / name)} for name in FILES}})
     visible = list_checkpoints(run_dir)
     keep_steps = {s for s, _ in visible[-keep:]} | ({best_step} if best_step is not None else set())
     for s, p in visible:
@@ -71,22 +86,52 @@ def save_checkpoint(
     return path
 
 
+def verify_files(path: Path) -> None:
+    """Raise ``ValueError`` unless every file of the checkpoint matches its manifest's size and SHA-256."""
+    if not (path / MANIFEST).exists():
+        raise ValueError(f"incomplete: no {MANIFEST}")
+    listed = json.loads((path / MANIFEST).read_text(encoding="utf-8"))["files"]
+    for name in FILES:
+        if name not in listed or not (path / name).exists():
+            raise ValueError(f"incomplete: {name} missing")
+        if (path / name).stat().st_size != listed[name]["bytes"]:
+            raise ValueError(f"damaged: {name} has {(path / name).stat().st_size} bytes, not {listed[name]['bytes']}")
+        if sha256_of(path / name) != listed[name]["sha256"]:
+            raise ValueError(f"damaged: {name} does not match its SHA-256")
+
+
+def non_finite(tensors: dict[str, torch.Tensor]) -> list[str]:
+    """Names of the floating-point tensors holding a NaN or an infinity."""
+    return [k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+
+
 def load_checkpoint(path: Path) -> Checkpoint:
-    missing = [f for f in FILES if not (path / f).exists()]
-    if missing:
-        raise ValueError(f"{path}: incomplete checkpoint, missing {', '.join(missing)}")
+    """Load a checkpoint after verifying its files, its state's keys and its weights' finiteness; raise
+    ``ValueError`` saying what is wrong otherwise."""
+    verify_files(path)
     state = json.loads((path / "state.json").read_text(encoding="utf-8"))
+    missing = [k for k in STATE_KEYS if k not in state]
+    if missing:
+        raise ValueError(f"state.json lacks {', '.join(missing)}")
+    model = load((path / "model.safetensors").read_bytes())
+    if bad := non_finite(model):
+        raise ValueError(f"non-finite weights in {len(bad)} tensor(s), e.g. {bad[0]}")
     trainer = torch.load(path / "trainer.pt", weights_only=True, map_location="cpu")
-    return Checkpoint(path=path, model=load_file(str(path / "model.safetensors")), trainer=trainer, state=state)
+    return Checkpoint(path=path, model=model, trainer=trainer, state=state)
 
 
-def latest_checkpoint(run_dir: Path) -> Checkpoint | None:
-    """The newest checkpoint that loads; a damaged one is reported and skipped for the one before it."""
+def latest_checkpoint(run_dir: Path, accept: Callable[[Checkpoint], None] | None = None) -> Checkpoint | None:
+    """The newest checkpoint that loads (and that ``accept`` does not reject with a ``ValueError``,
+    ``KeyError`` or ``TypeError``); a damaged one is reported in one line and skipped for the one before."""
     for _, path in reversed(list_checkpoints(run_dir)):
         try:
-            return load_checkpoint(path)
+            ckpt = load_checkpoint(path)
+            if accept is not None:
+                accept(ckpt)
+            return ckpt
         except Exception as e:  # a damaged file may fail in json, safetensors or torch.load
-            print(f"lmcraft: skipping checkpoint {path}: {e}", file=sys.stderr)
+            print(f"lmcraft: skipping checkpoint {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}",
+                  file=sys.stderr)
     return None
 
 

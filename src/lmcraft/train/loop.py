@@ -18,17 +18,24 @@ sequences of different lengths).
 Exact resume: the data order of an epoch is a function of (seed, epoch), so a checkpoint stores the epoch
 and the position within it, next to the weights, optimizer, schedule and RNG states (train/checkpoint.py).
 A resumed run takes the same steps, bit for bit on CPU, as one that never stopped.
+
+What keeps a run's directory trustworthy: a lock held while training (a second run into it stops at once);
+staging folders of a crashed run removed at start; checkpoints verified (SHA-256 per file, finite
+weights) before resuming, and the options and data compared with the run's own (train/identity.py);
+SIGTERM saves a checkpoint as Ctrl-C does; a full disk stops with one line naming the intact checkpoint.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import shutil
 import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,12 +45,16 @@ from tqdm.auto import tqdm
 
 from lmcraft.config import TrainConfig, to_dict
 from lmcraft.data.batching import epoch_batches
+from lmcraft.fsutil import clean_staging, directory_lock, is_disk_full
 from lmcraft.model.heads import Model
 from lmcraft.train.checkpoint import (
+    Checkpoint,
+    checkpoint_dir,
     latest_checkpoint,
     list_checkpoints,
     load_states,
     model_state,
+    non_finite,
     optimizer_state,
     rng_state,
     save_checkpoint,
@@ -51,13 +62,11 @@ from lmcraft.train.checkpoint import (
 )
 from lmcraft.train.distributed import Distributed
 from lmcraft.train.early_stopping import EarlyStopping
-from lmcraft.train.errors import NonFiniteLossError
+from lmcraft.train.errors import DiskFullError, NonFiniteLossError, ResumeMismatchError, RunLockedError, TrainingError
+from lmcraft.train.identity import differences, run_identity
 from lmcraft.train.optim import build_optimizer, build_schedule
-from lmcraft.train.precision import autocast, use_bf16
+from lmcraft.train.precision import autocast, dtype_name, use_bf16
 from lmcraft.train.runlog import RunLog
-
-# Options that fix the sequence of batches; a resumed run must use the values it started with.
-FIXED_ON_RESUME = ("batch_size", "grad_accum", "seed")
 
 SaveBest = Callable[[Path, dict[str, torch.Tensor]], None]
 
@@ -71,6 +80,7 @@ class TrainResult:
     seconds: float  # wall time of the loop (over all sessions of a resumed run)
     history: list[dict[str, Any]] = field(default_factory=list)  # every dev evaluation
     is_main: bool = True  # False on processes other than rank 0, which write nothing
+    dtype: str = "fp32"  # what the matrix products ran in: "bf16" or "fp32" (bf16=auto resolved)
 
 
 @dataclass
@@ -127,38 +137,87 @@ def evaluate(module: torch.nn.Module, task: Any, items: Sequence[Any], cfg: Trai
 
 
 class _Interrupt:
-    """Ctrl-C sets a flag that the loop reads between steps, so that it can save a checkpoint first.
-    A second Ctrl-C interrupts at once."""
+    """Ctrl-C (SIGINT) or SIGTERM (what schedulers and ``docker stop`` send) sets a flag that the loop reads
+    between steps, so that it can save a checkpoint first. A second signal interrupts at once."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self) -> None:
         self.requested = False
-        self._previous: Any = None
+        self._previous: dict[int, Any] = {}
 
     def __enter__(self) -> _Interrupt:
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
+            self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
         return self
 
     def _handle(self, signum: int, frame: Any) -> None:
         self.requested = True
-        signal.signal(signal.SIGINT, self._previous)
-        print("\nlmcraft: stopping after this step to save a checkpoint (Ctrl-C again to stop now)",
-              file=sys.stderr)
+        self._restore()
+        print(f"\nlmcraft: {signal.Signals(signum).name}: stopping after this step to save a checkpoint (send it "
+              "again to stop now)", file=sys.stderr)
+
+    def _restore(self) -> None:
+        for s, previous in self._previous.items():
+            signal.signal(s, previous)
+        self._previous = {}
 
     def __exit__(self, *exc: object) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+        self._restore()
 
 
-def _check_resumable(ckpt: Any, cfg: TrainConfig, dist: Distributed) -> None:
+@contextmanager
+def _hold_run_dir(run_dir: Path, dist: Distributed) -> Iterator[None]:
+    """Lock the run directory for the whole run (rank 0 holds it; every rank stops if it cannot), then
+    remove the staging folders that a crashed run left behind."""
+    with ExitStack() as stack:
+        held_by = ""
+        if dist.is_main:
+            try:
+                stack.enter_context(directory_lock(run_dir))
+            except BlockingIOError as e:
+                held_by = f" ({e.strerror})"
+        if dist.max(int(bool(held_by))):
+            raise RunLockedError(f"{run_dir} is in use by another training run{held_by}; wait for it to end, or "
+                                 "train into another --out")
+        if dist.is_main:
+            removed = clean_staging(run_dir / "checkpoints", "step-") + clean_staging(run_dir, "best.")
+            if removed:
+                print(f"lmcraft: removed {len(removed)} staging folder(s) left by an interrupted run in {run_dir}",
+                      file=sys.stderr)
+        yield
+
+
+def _usable(ckpt: Checkpoint) -> None:
+    """Raise if the loop cannot continue from ``ckpt`` (its state lacks what the loop reads back)."""
+    LoopState(**ckpt.state["loop"])
+    EarlyStopping(**ckpt.state["stopper"])
+    if missing := [k for k in ("optimizer", "schedule", "rng") if k not in ckpt.trainer]:
+        raise ValueError(f"trainer.pt lacks {', '.join(missing)}")
+
+
+def _check_resumable(ckpt: Checkpoint, identity: dict[str, Any], cfg: TrainConfig, dist: Distributed) -> None:
+    """Stop unless the resumed run is the run that wrote ``ckpt``: same processes, options and data."""
     saved = ckpt.state
-    for name in FIXED_ON_RESUME:
-        if saved["config"][name] != getattr(cfg, name):
-            raise ValueError(f"{ckpt.path}: cannot resume with {name}={getattr(cfg, name)}; the run started with "
-                             f"{name}={saved['config'][name]} (it fixes the order of the batches)")
     if saved["world_size"] != dist.world:
-        raise ValueError(f"{ckpt.path}: the run started on {saved['world_size']} process(es); resume it on as many "
-                         f"(now {dist.world})")
+        raise ResumeMismatchError(f"{ckpt.path}: the run started on {saved['world_size']} process(es); resume it on "
+                                  f"as many (now {dist.world})")
+    changed = differences(saved["run"], identity)
+    if not changed:
+        return
+    what = "; ".join(f"cannot resume with {c}" for c in changed)
+    if not cfg.resume_anyway:
+        raise ResumeMismatchError(f"{ckpt.path}: {what}. Resuming would not continue the same run; pass "
+                                  "--resume-anyway to continue from it all the same")
+    if dist.is_main:
+        print(f"lmcraft: resuming anyway (--resume-anyway) although: {what}", file=sys.stderr)
+
+
+def _mount_point(path: Path) -> Path:
+    path = path.resolve()
+    while not os.path.ismount(path) and path != path.parent:
+        path = path.parent
+    return path
 
 
 def train(
@@ -179,9 +238,27 @@ def train(
     ``lengths`` (one per training item) turns on length-bucketed batches when ``cfg.length_buckets``;
     otherwise batches are shuffled, and the model skips their padding (``model/transformer.py``). Under
     ``torchrun`` the batches are shared out among the processes (``cfg.batch_size`` is per process).
+    The run directory is locked while training: a second run into it stops at once.
     """
     run_dir = Path(run_dir)
     dist = Distributed.from_env(cfg.distributed)
+    with _hold_run_dir(run_dir, dist):
+        return _train(model, task, train_items, dev_items, cfg, run_dir=run_dir, save_best=save_best,
+                      lengths=lengths, dist=dist)
+
+
+def _train(
+    model: Model,
+    task: Any,
+    train_items: Sequence[Any],
+    dev_items: Sequence[Any],
+    cfg: TrainConfig,
+    *,
+    run_dir: Path,
+    save_best: SaveBest,
+    lengths: Sequence[int] | None,
+    dist: Distributed,
+) -> TrainResult:
     sharded = dist.active and dist.mode == "fsdp"
     if dist.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -191,6 +268,7 @@ def train(
     if cfg.compile:
         model.compile_backbone()
     bf16 = use_bf16(cfg.bf16, dist.device)
+    identity = run_identity(cfg, dtype=dtype_name(bf16), world=dist.world, items=train_items)
     global_batch = cfg.batch_size * dist.world
     steps_total = total_steps(cfg, len(train_items), dist.world)
     optimizer = build_optimizer(model, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -198,11 +276,18 @@ def train(
     stopper = EarlyStopping(cfg.patience, greater_is_better=task.greater_is_better)
     st = LoopState()
 
-    ckpt = latest_checkpoint(run_dir) if cfg.resume else None
+    ckpt = latest_checkpoint(run_dir, accept=_usable) if cfg.resume else None
+    if cfg.resume and ckpt is None and list_checkpoints(run_dir):
+        raise TrainingError(f"none of the checkpoints in {run_dir / 'checkpoints'} can be resumed (see above); "
+                            "move them away to start afresh")
     if ckpt is not None:
-        _check_resumable(ckpt, cfg, dist)
+        _check_resumable(ckpt, identity, cfg, dist)
         load_states(model, optimizer, ckpt, sharded)
         schedule.load_state_dict(ckpt.trainer["schedule"])
+        if cfg.resume_anyway and schedule.base_lrs[0] != cfg.lr:  # the new peak learning rate from here on
+            schedule.base_lrs = [cfg.lr] * len(schedule.base_lrs)
+            for group, rule in zip(optimizer.param_groups, schedule.lr_lambdas, strict=True):
+                group["initial_lr"], group["lr"] = cfg.lr, cfg.lr * rule(schedule.last_epoch)
         set_rng_state(ckpt.trainer["rng"][dist.rank], generator)
         stopper = EarlyStopping(**ckpt.state["stopper"])
         st = LoopState(**ckpt.state["loop"])
@@ -224,18 +309,34 @@ def train(
                disable=None if cfg.progress and dist.is_main else True)
 
     def snapshot() -> Path | None:
-        """A checkpoint of the state between two steps (every rank takes part; rank 0 writes)."""
+        """A checkpoint of the state between two steps (every rank takes part; rank 0 writes). None when
+        the weights are not all finite: such a state is not written, lest a resume pick it."""
         nonlocal last_saved
         st.elapsed_s = time.perf_counter() - start
         weights = model_state(model, sharded)
         trainer = {"optimizer": optimizer_state(model, optimizer, sharded), "schedule": schedule.state_dict(),
                    "rng": dist.gather(rng_state(generator))}
-        path = None
-        if dist.is_main:
-            state = {"loop": asdict(st), "stopper": asdict(stopper), "world_size": dist.world, "config": to_dict(cfg)}
-            path = save_checkpoint(run_dir, st.step, model=weights, trainer=trainer, state=state,
-                                   keep=cfg.keep_checkpoints, best_step=stopper.best_step)
-        dist.barrier()
+        path, full = None, None
+        if dist.is_main and (bad := non_finite(weights)):
+            print(f"lmcraft: not saving step {st.step}: non-finite weights in {len(bad)} tensor(s), e.g. {bad[0]}",
+                  file=sys.stderr)
+        elif dist.is_main:
+            state = {"loop": asdict(st), "stopper": asdict(stopper), "world_size": dist.world,
+                     "config": to_dict(cfg), "run": identity}
+            try:
+                path = save_checkpoint(run_dir, st.step, model=weights, trainer=trainer, state=state,
+                                       keep=cfg.keep_checkpoints, best_step=stopper.best_step)
+            except Exception as e:
+                if not is_disk_full(e):
+                    raise
+                previous = list_checkpoints(run_dir)
+                full = DiskFullError(
+                    f"no space left on {_mount_point(run_dir)} while writing checkpoint "
+                    f"{checkpoint_dir(run_dir, st.step)}; the previous checkpoint "
+                    f"{previous[-1][1] if previous else '(none)'} is intact. Free some space and continue with "
+                    "--resume")
+        if dist.max(int(full is not None)):  # every rank stops, not only the one that wrote
+            raise full or DiskFullError(f"rank 0 ran out of space writing a checkpoint in {run_dir}")
         last_saved = st.step
         return path
 
@@ -245,7 +346,13 @@ def train(
         if improved:
             weights = model_state(model, sharded)
             if dist.is_main:
-                save_best(run_dir / "best", weights)
+                try:
+                    save_best(run_dir / "best", weights)
+                except Exception as e:
+                    if not is_disk_full(e):
+                        raise
+                    raise DiskFullError(f"no space left on {_mount_point(run_dir)} while writing the best model "
+                                        f"{run_dir / 'best'}; the previous best model there is intact") from None
         record = {"step": st.step, "split": "dev", **metrics, "best": improved,
                   "elapsed_s": round(time.perf_counter() - start, 2)}
         st.history.append(record)
@@ -276,21 +383,27 @@ def train(
                 loss.backward()
             local_loss += float(loss.detach())
         loss_value = dist.sum([local_loss])[0] / dist.world
-        if not math.isfinite(loss_value):
+        grad_norm = math.nan
+        if math.isfinite(loss_value):  # clip (or, with clip 0, multiply by 1): NaN gradients must not step
+            norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip if cfg.clip > 0 else math.inf)
+            grad_norm = float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)  # DTensor under FSDP
+        if not math.isfinite(grad_norm):
             optimizer.zero_grad(set_to_none=True)
             st.bad_steps += 1
-            log.write({"step": st.step, "split": "train", "skipped": "non-finite loss"})
+            what = "loss" if not math.isfinite(loss_value) else "gradient"
+            log.write({"step": st.step, "split": "train", "skipped": f"non-finite {what}"})
             if st.bad_steps >= cfg.max_bad_steps:
                 path = snapshot()
+                if path is None and dist.is_main:  # the weights themselves are not finite: name an older state
+                    good = latest_checkpoint(run_dir)
+                    path = good.path if good is not None else None
                 raise NonFiniteLossError(
-                    f"{st.bad_steps} steps in a row had a non-finite loss (last: {loss_value}); lower the learning "
-                    f"rate (now {cfg.lr}) or turn off bf16 (--bf16 off). The last good state is in "
-                    f"{path or run_dir / 'checkpoints'}"
+                    f"{st.bad_steps} steps in a row had a non-finite {what} (last loss: {loss_value}); lower the "
+                    f"learning rate (now {cfg.lr}) or turn off bf16 (--bf16 off). The last good state is in "
+                    f"{path or '(no checkpoint with finite weights)'}"
                 )
             return False
         st.bad_steps = 0
-        if cfg.clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
         optimizer.step()
         schedule.step()
         optimizer.zero_grad(set_to_none=True)
@@ -346,7 +459,7 @@ def train(
     best = next((h for h in st.history if h["step"] == stopper.best_step and h["best"]), st.history[-1])
     return TrainResult(steps=st.step, best_step=stopper.best_step, best_metrics=best,
                        stopped_early=st.stopped_early, seconds=time.perf_counter() - start, history=st.history,
-                       is_main=dist.is_main)
+                       is_main=dist.is_main, dtype=dtype_name(bf16))
 
 
 def _tokens(batch: dict[str, torch.Tensor]) -> int:

@@ -44,3 +44,13 @@ def use_bf16(setting: str, device: torch.device) -> bool:
 
 def autocast(enabled: bool, device: torch.device) -> AbstractContextManager[Any]:
     return torch.autocast(device.type, dtype=torch.bfloat16) if enabled else nullcontext()
+
+
+def dtype_name(bf16: bool) -> str:
+    """What run cards and checkpoints record: the dtype the matrix products ran in."""
+    return "bf16" if bf16 else "fp32"
+
+
+def training_device() -> torch.device:
+    """The device the loop trains on without torchrun (train/distributed.py picks the same)."""
+    return torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
