@@ -20,7 +20,7 @@ from safetensors.torch import load_file, save_file
 from lmcraft.config import TrainConfig
 from lmcraft.fsutil import staged_dir
 from lmcraft.model.heads import Model
-from lmcraft.tasks.classify import Classify
+from lmcraft.tasks.classify.task import Classify
 from lmcraft.train.checkpoint import latest_checkpoint, list_checkpoints
 from lmcraft.train.loop import train
 from tests.conftest import tiny_config

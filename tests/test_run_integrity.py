@@ -18,7 +18,7 @@ from lmcraft.config import TrainConfig
 from lmcraft.fsutil import directory_lock, sha256_of
 from lmcraft.model.heads import Model
 from lmcraft.runcard import trained_dtype, write_run_card
-from lmcraft.tasks.classify import Classify
+from lmcraft.tasks.classify.task import Classify
 from lmcraft.train import checkpoint
 from lmcraft.train.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint
 from lmcraft.train.errors import (
