@@ -22,7 +22,8 @@ from lmcraft.data.squad import QAExample, read_squad
 from lmcraft.metrics.qa import cmrc_units, exact_match, f1_score, score_answers, squad_tokens
 from lmcraft.model.heads import Model
 from lmcraft.tasks.qa.baseline import baseline_answer, qa_baseline
-from lmcraft.tasks.qa.task import ExtractiveQA, make_windows, top_spans
+from lmcraft.tasks.qa.task import ExtractiveQA, top_spans
+from lmcraft.tasks.qa.windows import make_windows
 from lmcraft.tokenizer import TextTokenizer, train_tokenizer
 from lmcraft.train.distributed import Distributed
 from lmcraft.train.loop import evaluate, train

@@ -28,14 +28,10 @@ SIGTERM saves a checkpoint as Ctrl-C does; a full disk stops with one line namin
 from __future__ import annotations
 
 import math
-import os
 import shutil
-import signal
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,7 +41,7 @@ from tqdm.auto import tqdm
 
 from lmcraft.config import TrainConfig, to_dict
 from lmcraft.data.batching import epoch_batches
-from lmcraft.fsutil import clean_staging, directory_lock, is_disk_full
+from lmcraft.fsutil import is_disk_full
 from lmcraft.model.heads import Model
 from lmcraft.train.checkpoint import (
     Checkpoint,
@@ -62,7 +58,8 @@ from lmcraft.train.checkpoint import (
 )
 from lmcraft.train.distributed import Distributed
 from lmcraft.train.early_stopping import EarlyStopping
-from lmcraft.train.errors import DiskFullError, NonFiniteLossError, ResumeMismatchError, RunLockedError, TrainingError
+from lmcraft.train.errors import DiskFullError, NonFiniteLossError, ResumeMismatchError, TrainingError
+from lmcraft.train.guards import Interrupt, hold_run_dir, mount_point
 from lmcraft.train.identity import differences, run_identity
 from lmcraft.train.optim import build_optimizer, build_schedule
 from lmcraft.train.precision import autocast, dtype_name, use_bf16
@@ -136,58 +133,6 @@ def evaluate(module: torch.nn.Module, task: Any, items: Sequence[Any], cfg: Trai
     return metrics.compute()
 
 
-class _Interrupt:
-    """Ctrl-C (SIGINT) or SIGTERM (what schedulers and ``docker stop`` send) sets a flag that the loop reads
-    between steps, so that it can save a checkpoint first. A second signal interrupts at once."""
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-    def __init__(self) -> None:
-        self.requested = False
-        self._previous: dict[int, Any] = {}
-
-    def __enter__(self) -> _Interrupt:
-        if threading.current_thread() is threading.main_thread():
-            self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
-        return self
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        self.requested = True
-        self._restore()
-        print(f"\nlmcraft: {signal.Signals(signum).name}: stopping after this step to save a checkpoint (send it "
-              "again to stop now)", file=sys.stderr)
-
-    def _restore(self) -> None:
-        for s, previous in self._previous.items():
-            signal.signal(s, previous)
-        self._previous = {}
-
-    def __exit__(self, *exc: object) -> None:
-        self._restore()
-
-
-@contextmanager
-def _hold_run_dir(run_dir: Path, dist: Distributed) -> Iterator[None]:
-    """Lock the run directory for the whole run (rank 0 holds it; every rank stops if it cannot), then
-    remove the staging folders that a crashed run left behind."""
-    with ExitStack() as stack:
-        held_by = ""
-        if dist.is_main:
-            try:
-                stack.enter_context(directory_lock(run_dir))
-            except BlockingIOError as e:
-                held_by = f" ({e.strerror})"
-        if dist.max(int(bool(held_by))):
-            raise RunLockedError(f"{run_dir} is in use by another training run{held_by}; wait for it to end, or "
-                                 "train into another --out")
-        if dist.is_main:
-            removed = clean_staging(run_dir / "checkpoints", "step-") + clean_staging(run_dir, "best.")
-            if removed:
-                print(f"lmcraft: removed {len(removed)} staging folder(s) left by an interrupted run in {run_dir}",
-                      file=sys.stderr)
-        yield
-
-
 def _usable(ckpt: Checkpoint) -> None:
     """Raise if the loop cannot continue from ``ckpt`` (its state lacks what the loop reads back)."""
     LoopState(**ckpt.state["loop"])
@@ -213,13 +158,6 @@ def _check_resumable(ckpt: Checkpoint, identity: dict[str, Any], cfg: TrainConfi
         print(f"lmcraft: resuming anyway (--resume-anyway) although: {what}", file=sys.stderr)
 
 
-def _mount_point(path: Path) -> Path:
-    path = path.resolve()
-    while not os.path.ismount(path) and path != path.parent:
-        path = path.parent
-    return path
-
-
 def train(
     model: Model,
     task: Any,
@@ -242,7 +180,7 @@ def train(
     """
     run_dir = Path(run_dir)
     dist = Distributed.from_env(cfg.distributed)
-    with _hold_run_dir(run_dir, dist):
+    with hold_run_dir(run_dir, dist):
         return _train(model, task, train_items, dev_items, cfg, run_dir=run_dir, save_best=save_best,
                       lengths=lengths, dist=dist)
 
@@ -331,7 +269,7 @@ def _train(
                     raise
                 previous = list_checkpoints(run_dir)
                 full = DiskFullError(
-                    f"no space left on {_mount_point(run_dir)} while writing checkpoint "
+                    f"no space left on {mount_point(run_dir)} while writing checkpoint "
                     f"{checkpoint_dir(run_dir, st.step)}; the previous checkpoint "
                     f"{previous[-1][1] if previous else '(none)'} is intact. Free some space and continue with "
                     "--resume")
@@ -351,7 +289,7 @@ def _train(
                 except Exception as e:
                     if not is_disk_full(e):
                         raise
-                    raise DiskFullError(f"no space left on {_mount_point(run_dir)} while writing the best model "
+                    raise DiskFullError(f"no space left on {mount_point(run_dir)} while writing the best model "
                                         f"{run_dir / 'best'}; the previous best model there is intact") from None
         record = {"step": st.step, "split": "dev", **metrics, "best": improved,
                   "elapsed_s": round(time.perf_counter() - start, 2)}
@@ -420,7 +358,7 @@ def _train(
         return True
 
     out_of_time = False
-    with _Interrupt() as interrupt:
+    with Interrupt() as interrupt:
         while st.step < steps_total and not (st.stopped_early or out_of_time):
             order = getattr(task, "epoch_batches", epoch_batches)  # a multi-task run samples its own mix
             batches = order(len(train_items), global_batch, seed=cfg.seed, epoch=st.epoch,
