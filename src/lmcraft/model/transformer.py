@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
@@ -575,37 +575,3 @@ class Transformer(nn.Module):
         if first_only and unpadded is not None:
             return x[:, None]  # (B, D) -> (B, 1, D)
         return x if unpadded is None else unpadded.pad(x)  # (B, T, D); zeros at padding when unpadded
-
-
-@dataclass
-class EncoderDecoderConfig:
-    """An encoder and a decoder sharing one vocabulary; the decoder is causal with cross-attention."""
-
-    encoder: TransformerConfig
-    decoder: TransformerConfig = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.decoder = TransformerConfig(**{**self.encoder.to_dict(), "causal": True, "cross_attention": True})
-        self.encoder.causal = False
-        self.encoder.cross_attention = False
-
-
-class EncoderDecoder(nn.Module):
-    """The article's full Transformer: H = Encoder(X); O = Decoder(Y, H)."""
-
-    def __init__(self, cfg: EncoderDecoderConfig) -> None:
-        super().__init__()
-        self.encoder = Transformer(cfg.encoder)
-        self.decoder = Transformer(cfg.decoder)
-
-    def forward(
-        self,
-        source_ids: torch.Tensor,  # (B, S)
-        target_ids: torch.Tensor,  # (B, T)
-        source_padding_mask: torch.Tensor | None = None,
-        target_padding_mask: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        memory = self.encoder(source_ids, source_padding_mask)  # (B, S, D)
-        return self.decoder(
-            target_ids, target_padding_mask, memory=memory, memory_padding_mask=source_padding_mask
-        )  # (B, T, D)
