@@ -82,7 +82,7 @@ def test_pretrain_span_then_finetune_seq2seq(tmp_path: Path, peoples_daily: Path
     assert main(["pretrain", "--objective", "span", "--corpus", str(corpus), "--tokenizer", str(zh_tokenizer_dir),
                  "--out", str(run), "--size", "tiny", "--max-len", "64", "--max-steps", "40", "--eval-every", "20",
                  "--batch-size", "16", "--lr", "2e-3", "--no-progress", "--no-tensorboard"]) == 0
-    model, tokenizer, config = load_model_dir(run / "best")
+    model, tokenizer, _ = load_model_dir(run / "best")
     assert set(model.head_specs) == {"decoder"} and not model.cfg.causal
     assert tokenizer.tokenizer.token_to_id(SENTINEL_TOKENS[0]) is not None
     assert model.cfg.vocab_size == tokenizer.vocab_size == model.heads["decoder"].decoder.cfg.vocab_size
