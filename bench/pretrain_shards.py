@@ -8,7 +8,10 @@ Chinese and English sentences, with its duplicates and junk), tokenized with tha
 tokenizer (8,000 entries, trained once and cached too). By default the documents go straight into shards
 through the corpus package's ``ShardWriter`` and manifest format, skipping cleaning and deduplication:
 the full pipeline runs at ~0.5 MB/s on two cores (docs/corpus.md), half an hour for 1 GB. ``--pipeline``
-builds them with ``lmcraft data corpus`` instead.
+builds them with ``lmcraft data corpus`` instead. Both tokenize at ~0.25-0.7 MB/s on this project's two
+shared cores, so ``--replicate-from 100`` makes every larger size from the 100 MB set instead: its shard
+files copied as often as the size needs (the same tokens repeated; what pretraining's memory depends on,
+the numbers of tokens, documents and blocks, is that of the larger corpus).
 
 Each run is ``lmcraft pretrain --corpus SHARDS`` (a tiny model, 128-token blocks, ``--steps`` steps, a dev
 share of 0.0001 so that evaluation stays short) in a subprocess, whose resident memory is polled every
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -93,12 +97,37 @@ def build_pipeline(out: Path, size_mb: float, tokenizer_dir: Path) -> dict:
     return json.loads((out / "manifest.json").read_text(encoding="utf-8"))
 
 
-def shard_set(cache: Path, size_mb: float, tokenizer_dir: Path, pipeline: bool) -> tuple[Path, dict, float]:
-    out = cache / f"{'pipeline' if pipeline else 'direct'}-{size_mb:g}mb"
+def replicate(out: Path, base: Path, copies: int) -> dict:
+    """A shard set of ``copies`` times the shards of ``base`` (the files copied under new shard names)."""
+    manifest = json.loads((base / "manifest.json").read_text(encoding="utf-8"))
+    out.mkdir(parents=True, exist_ok=True)
+    shards = []
+    for _ in range(copies):
+        for shard in manifest["shards"]:
+            name = f"shard-{len(shards):05d}"
+            for suffix in (".bin", ".idx"):
+                shutil.copyfile(base / f"{shard['name']}{suffix}", out / f"{name}{suffix}")
+            shards.append({**shard, "name": name})
+    grown = {**manifest, "format": f"{manifest.get('format')}, x{copies} copies of {base.name}", "shards": shards,
+             "n_docs": manifest["n_docs"] * copies, "n_tokens": manifest["n_tokens"] * copies}
+    (out / "manifest.json").write_text(json.dumps(grown, indent=2) + "\n", encoding="utf-8")
+    return grown
+
+
+def shard_set(cache: Path, size_mb: float, tokenizer_dir: Path, pipeline: bool,
+              replicate_from: float = 0) -> tuple[Path, dict, float]:
+    kind = "pipeline" if pipeline else "direct"
+    if replicate_from and size_mb > replicate_from:
+        kind += f"-x{round(size_mb / replicate_from)}-{replicate_from:g}mb"
+    out = cache / f"{kind}-{size_mb:g}mb"
     if (out / "manifest.json").is_file():
         return out, json.loads((out / "manifest.json").read_text(encoding="utf-8")), 0.0
     began = time.perf_counter()
-    manifest = (build_pipeline if pipeline else build_direct)(out, size_mb, tokenizer_dir)
+    if replicate_from and size_mb > replicate_from:
+        base, _, _ = shard_set(cache, replicate_from, tokenizer_dir, pipeline)
+        manifest = replicate(out, base, round(size_mb / replicate_from))
+    else:
+        manifest = (build_pipeline if pipeline else build_direct)(out, size_mb, tokenizer_dir)
     return out, manifest, time.perf_counter() - began
 
 
@@ -107,6 +136,8 @@ def main() -> None:
     parser.add_argument("--sizes", type=float, nargs="+", default=[100, 1024], help="MB of text (default: %(default)s)")
     parser.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "lmcraft-bench" / "pretrain-shards")
     parser.add_argument("--pipeline", action="store_true", help="build shards with `lmcraft data corpus` (slow)")
+    parser.add_argument("--replicate-from", type=float, default=0, metavar="MB",
+                        help="make larger sizes by copying the shards of this size's set (fast)")
     parser.add_argument("--steps", type=int, default=5, help="pretraining steps per run (default: %(default)s)")
     parser.add_argument("--eager", action="store_true",
                         help=f"also measure the old read-everything packing (sizes up to {EAGER_MAX_MB} MB only)")
@@ -118,7 +149,7 @@ def main() -> None:
         train(tokenizer_dir, *source_sentences())
     rows = []
     for size in args.sizes:
-        shards, manifest, built_s = shard_set(args.cache, size, tokenizer_dir, args.pipeline)
+        shards, manifest, built_s = shard_set(args.cache, size, tokenizer_dir, args.pipeline, args.replicate_from)
         print(f"{size:g} MB: {manifest['n_docs']:,} documents, {manifest['n_tokens']:,} tokens in "
               f"{len(manifest['shards'])} shard(s) at {shards}" + (f" (built in {built_s:.0f} s)" if built_s else ""),
               flush=True)
@@ -139,7 +170,8 @@ def main() -> None:
         print(json.dumps(row), flush=True)
 
     print(f"\npretraining on token shards: tiny model, 128-token blocks, {args.steps} steps, batch 8; "
-          f"shards built {'by the pipeline' if args.pipeline else 'directly (no cleaning)'}")
+          f"shards built {'by the pipeline' if args.pipeline else 'directly (no cleaning)'}"
+          + (f"; sizes above {args.replicate_from:g} MB are copies of that set" if args.replicate_from else ""))
     print(f"{'text':>8} {'tokens':>13} {'train blocks':>13} {'peak RSS':>10} {'prepare':>9} {'run':>7}"
           + (f" {'eager packing':>14}" if args.eager else ""))
     for r in rows:
