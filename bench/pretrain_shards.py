@@ -14,7 +14,8 @@ files copied as often as the size needs (the same tokens repeated; what pretrain
 the numbers of tokens, documents and blocks, is that of the larger corpus).
 
 Each run is ``lmcraft pretrain --corpus SHARDS`` (a tiny model, 128-token blocks, ``--steps`` steps, a dev
-share of 0.0001 so that evaluation stays short) in a subprocess, whose resident memory is polled every
+share that holds out ~32 blocks whatever the size: evaluation's memory grows with the dev set, which is not
+what this measures) in a subprocess, whose resident memory is polled every
 0.2 s (psutil); its peak is printed next to the corpus size. ``--eager`` also measures, in a subprocess,
 what the previous code did before training started: every document read into Python lists and packed
 (for sizes up to ``EAGER_MAX_MB``: at ~25 bytes of memory per byte of text, 1 GB would need ~25 GB).
@@ -37,6 +38,7 @@ from corpus_pipeline import RUNNER, Generator, source_sentences, train, watch
 SHARD_TOKENS = 50_000_000
 BATCH_DOCS = 20_000  # documents tokenized per call
 EAGER_MAX_MB = 200
+DEV_BLOCKS = 32
 EAGER = """\
 import sys
 from lmcraft.data.corpus.shards import TokenShards
@@ -154,13 +156,16 @@ def main() -> None:
               f"{len(manifest['shards'])} shard(s) at {shards}" + (f" (built in {built_s:.0f} s)" if built_s else ""),
               flush=True)
         run_dir = args.cache / "runs" / shards.name
+        n_blocks = (manifest["n_tokens"] + manifest["n_docs"]) // 126
+        dev_fraction = DEV_BLOCKS / n_blocks  # the same dev set size for every corpus: evaluation is not measured
         command = [sys.executable, "-m", "lmcraft", "pretrain", "--corpus", str(shards), "--tokenizer",
                    str(tokenizer_dir), "--out", str(run_dir), "--size", "tiny", "--max-len", "128", "--batch-size",
-                   "8", "--max-steps", str(args.steps), "--eval-every", str(args.steps), "--dev-fraction", "0.0001",
-                   "--no-progress", "--no-tensorboard"]
+                   "8", "--max-steps", str(args.steps), "--eval-every", str(args.steps), "--dev-fraction",
+                   f"{dev_fraction:.3g}", "--no-progress", "--no-tensorboard"]
         run = watch(command)
         summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
         row = {"size_mb": size, "tokens": manifest["n_tokens"], "blocks": summary["train_blocks"],
+               "dev_fraction": dev_fraction,
                "peak_rss_mb": run["peak_tree"] / 2**20, "seconds": run["seconds"],
                "prepare_s": summary["wall_time_s"]["prepare"]}
         if args.eager and size <= EAGER_MAX_MB:  # it needs ~25 bytes of memory per byte of text
