@@ -18,7 +18,7 @@ share that holds out ~32 blocks whatever the size: evaluation's memory grows wit
 what this measures) in a subprocess, whose resident memory is polled every
 0.2 s (psutil); its peak is printed next to the corpus size. ``--eager`` also measures, in a subprocess,
 what the previous code did before training started: every document read into Python lists and packed
-(for sizes up to ``EAGER_MAX_MB``: at ~25 bytes of memory per byte of text, 1 GB would need ~25 GB).
+(for sizes up to ``EAGER_MAX_MB``: at ~15 bytes of memory per byte of text, 1 GB would need ~16 GB).
 """
 
 from __future__ import annotations
@@ -168,7 +168,7 @@ def main() -> None:
                "dev_fraction": dev_fraction,
                "peak_rss_mb": run["peak_tree"] / 2**20, "seconds": run["seconds"],
                "prepare_s": summary["wall_time_s"]["prepare"]}
-        if args.eager and size <= EAGER_MAX_MB:  # it needs ~25 bytes of memory per byte of text
+        if args.eager and size <= EAGER_MAX_MB:  # it needs ~15 bytes of memory per byte of text
             eager = watch([sys.executable, "-c", EAGER, str(shards), str(tokenizer_dir)])
             row["eager_peak_rss_mb"] = eager["peak_tree"] / 2**20
         rows.append(row)
