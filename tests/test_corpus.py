@@ -314,14 +314,18 @@ def test_cli_prints_every_filters_count(pd_lines: list[str], zh_tokenizer_dir: P
 def test_pretraining_reads_token_shards(pd_lines: list[str], zh_tokenizer_dir: Path, tmp_path: Path) -> None:
     """`lmcraft pretrain --corpus SHARDS_DIR` packs the shards' documents as it would the text's tokens."""
     from lmcraft.objectives.mlm import pack
-    from lmcraft.pretrain import shard_documents
+    from lmcraft.objectives.packing import PackedBlocks
+    from lmcraft.pretrain import shard_stream
 
     source = write_lines(tmp_path / "pd.txt", pd_lines[:200])
     assert main(["data", "corpus", str(source), "--out", str(tmp_path / "shards"), "--tokenizer",
                  str(zh_tokenizer_dir), "--workers", "0", "--no-progress"]) == 0
     tokenizer = TextTokenizer.load(zh_tokenizer_dir)
-    documents = shard_documents([str(tmp_path / "shards")], tokenizer)
-    assert documents is not None and documents == [ids.tolist() for ids in TokenShards(tmp_path / "shards")]
+    stream = shard_stream([str(tmp_path / "shards")], tokenizer, tokenizer.vocab_size)
+    documents = [ids.tolist() for ids in TokenShards(tmp_path / "shards")]
+    assert stream is not None and stream.n_docs == len(documents)
+    lazy = PackedBlocks(stream, block=64, cls_id=tokenizer.cls_id)
+    assert list(lazy) == pack(documents, block=64, cls_id=tokenizer.cls_id, sep_id=tokenizer.sep_id)
     out = tmp_path / "pt"
     assert main(["pretrain", "--corpus", str(tmp_path / "shards"), "--tokenizer", str(zh_tokenizer_dir), "--out",
                  str(out), "--size", "tiny", "--max-len", "64", "--max-steps", "2", "--eval-every", "2",
@@ -330,4 +334,4 @@ def test_pretraining_reads_token_shards(pd_lines: list[str], zh_tokenizer_dir: P
     n_blocks = len(pack(documents, block=64, cls_id=tokenizer.cls_id, sep_id=tokenizer.sep_id))
     assert summary["train_blocks"] + max(1, int(n_blocks * 0.02)) == n_blocks
     with pytest.raises(ValueError, match="mixes token-shard directories and text files"):
-        shard_documents([str(tmp_path / "shards"), str(source)], tokenizer)
+        shard_stream([str(tmp_path / "shards"), str(source)], tokenizer, tokenizer.vocab_size)

@@ -68,21 +68,35 @@ def test_generate_command_streams_the_continuation(tmp_path: Path, capsys: pytes
 
 
 def _seq2seq(vocab: int = 6):
-    from lmcraft.model.transformer import EncoderDecoder, EncoderDecoderConfig
+    """An encoder-decoder as the CLI ships it: the backbone encodes, a ``decoder`` head writes."""
+    from lmcraft.model.heads import Model
     from tests.conftest import tiny_config
 
     torch.manual_seed(3)
-    model = EncoderDecoder(EncoderDecoderConfig(tiny_config(vocab_size=vocab))).eval()
+    model = Model(tiny_config(vocab_size=vocab), {"decoder": {"kind": "decoder"}}).eval()
     with torch.no_grad():  # sharper distributions than the initial N(0, 0.02) give
-        model.decoder.embed.token.weight.mul_(40)
+        model.heads["decoder"].decoder.embed.token.weight.mul_(40)
     return model
 
 
+def _beam_search(model, source: torch.Tensor, mask: torch.Tensor | None = None, *, bos_id: int,
+                 eos_id: int | None, num_beams: int, max_new_tokens: int) -> list[list[int]]:
+    """Beam search with the decoder head over the backbone's states, as ``tasks/seq2seq.py`` decodes."""
+    from lmcraft.model.beam import beam_decode
+
+    head = model.heads["decoder"]
+    with torch.inference_mode():
+        memory = model(source, mask)  # (B, S, D)
+    start = torch.full((source.shape[0], 1), bos_id, dtype=torch.long)
+    return beam_decode(head.decoder, head.logits, start, torch.ones_like(start), eos_id=eos_id, num_beams=num_beams,
+                       max_new_tokens=max_new_tokens, memory=memory, memory_mask=mask)
+
+
 def _sequence_log_prob(model, source: torch.Tensor, target: list[int], bos: int) -> float:
+    head = model.heads["decoder"]
     with torch.no_grad():
         inputs = torch.tensor([[bos, *target[:-1]]])
-        hidden = model.decoder(inputs, None, memory=model.encoder(source))
-        log_probs = torch.log_softmax(hidden[0] @ model.decoder.embed.token.weight.T, dim=-1)
+        log_probs = torch.log_softmax(head.logits(head(inputs, None, model(source), None))[0], dim=-1)
     return float(sum(log_probs[i, t] for i, t in enumerate(target)))
 
 
@@ -91,30 +105,26 @@ def test_beam_search_with_enough_beams_finds_the_best_sequence() -> None:
     return the sequence of highest probability, found here by scoring all 6³ of them."""
     import itertools
 
-    from lmcraft.model.generate import beam_search
-
     model, vocab, bos = _seq2seq(), 6, 1
     source = torch.tensor([[2, 4, 5, 3]])
     best = max(itertools.product(range(vocab), repeat=3),
                key=lambda t: _sequence_log_prob(model, source, list(t), bos))
-    found = beam_search(model, source, bos_id=bos, eos_id=None, num_beams=vocab**2, max_new_tokens=3)
+    found = _beam_search(model, source, bos_id=bos, eos_id=None, num_beams=vocab**2, max_new_tokens=3)
     assert found == [list(best)]
     greedy: list[int] = []
     for _ in range(3):  # one beam is greedy decoding
         scores = [_sequence_log_prob(model, source, [*greedy, t], bos) for t in range(vocab)]
         greedy.append(max(range(vocab), key=scores.__getitem__))
-    assert beam_search(model, source, bos_id=bos, eos_id=None, num_beams=1, max_new_tokens=3) == [greedy]
+    assert _beam_search(model, source, bos_id=bos, eos_id=None, num_beams=1, max_new_tokens=3) == [greedy]
 
 
 def test_beam_search_stops_at_the_end_token_and_batches() -> None:
-    from lmcraft.model.generate import beam_search
-
     model = _seq2seq()
     sources = torch.tensor([[2, 4, 5, 3], [5, 5, 2, 0]])
     mask = torch.tensor([[1, 1, 1, 1], [1, 1, 1, 0]])
-    out = beam_search(model, sources, mask, bos_id=1, eos_id=3, num_beams=3, max_new_tokens=12)
+    out = _beam_search(model, sources, mask, bos_id=1, eos_id=3, num_beams=3, max_new_tokens=12)
     assert len(out) == 2 and all(3 not in seq and len(seq) <= 12 for seq in out)
-    alone = beam_search(model, sources[1:, :3], None, bos_id=1, eos_id=3, num_beams=3, max_new_tokens=12)
+    alone = _beam_search(model, sources[1:, :3], None, bos_id=1, eos_id=3, num_beams=3, max_new_tokens=12)
     assert alone[0] == out[1], "padding the source does not change the result"
 
 

@@ -7,7 +7,8 @@ import math
 import pytest
 import torch
 
-from lmcraft.model.transformer import EncoderDecoder, EncoderDecoderConfig, Transformer, Unpadded
+from lmcraft.model.heads import Model
+from lmcraft.model.transformer import Transformer, Unpadded
 from tests.conftest import tiny_config
 
 
@@ -80,22 +81,28 @@ def test_padding_in_a_mixed_batch() -> None:
 
 
 def test_encoder_decoder_respects_source_padding_and_causality() -> None:
-    model = EncoderDecoder(EncoderDecoderConfig(tiny_config())).eval()
-    assert model.decoder.cfg.causal and model.decoder.cfg.cross_attention
-    assert not model.encoder.cfg.causal
+    """The encoder-decoder is the backbone (the encoder) with a ``decoder`` head: H = Encoder(X); O = Decoder(Y, H)."""
+    model = Model(tiny_config(), {"decoder": {"kind": "decoder"}}).eval()
+    decoder = model.heads["decoder"]
+    assert decoder.decoder.cfg.causal and decoder.decoder.cfg.cross_attention
+    assert not model.backbone.cfg.causal
+
+    def run(source: torch.Tensor, target: torch.Tensor, source_mask: torch.Tensor | None = None) -> torch.Tensor:
+        return decoder(target, None, model(source, source_mask), source_mask)
+
     src = torch.randint(5, 97, (1, 5))
     src_padded = torch.cat([src, torch.zeros(1, 3, dtype=torch.long)], dim=1)
     tgt = torch.randint(5, 97, (1, 6))
     with torch.no_grad():
-        plain = model(src, tgt)
-        padded = model(src_padded, tgt, source_padding_mask=torch.tensor([[1] * 5 + [0] * 3]))
+        plain = run(src, tgt)
+        padded = run(src_padded, tgt, torch.tensor([[1] * 5 + [0] * 3]))
         torch.testing.assert_close(plain, padded, atol=1e-5, rtol=1e-5)
         future = tgt.clone()
         future[0, 4:] = 7
-        torch.testing.assert_close(model(src, future)[:, :4], plain[:, :4])
+        torch.testing.assert_close(run(src, future)[:, :4], plain[:, :4])
         other_src = src.clone()
         other_src[0, 0] = (src[0, 0] + 1 - 5) % 92 + 5
-        assert not torch.allclose(model(other_src, tgt), plain)  # the decoder reads the encoder
+        assert not torch.allclose(run(other_src, tgt), plain)  # the decoder reads the encoder
 
 
 def test_too_long_input_is_a_clear_error() -> None:

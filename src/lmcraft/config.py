@@ -103,9 +103,12 @@ class PretrainConfig:
     tokenizer: str = opt("", "directory or file of tokenizer.json")
     out: str = opt("runs/pretrain", "run directory; the best model is written to OUT/best")
     dev_fraction: float = opt(0.02, "share of the packed blocks held out for dev MLM loss")
-    objective: str = opt("mlm", "mlm (masked LM, an encoder) or clm (causal LM, a decoder; documents packed into "
-                                "blocks without attending to each other)")
-    mask_rate: float = opt(0.15, "share of tokens selected for MLM")
+    objective: str = opt("mlm", "mlm (masked LM, an encoder), clm (causal LM, a decoder; documents packed into "
+                                "blocks without attending to each other) or span (T5 span corruption: the encoder "
+                                "reads blocks with spans cut out, a decoder head writes them back after sentinel "
+                                "tokens <extra_id_N>, added to the tokenizer; fine-tune it with --task seq2seq "
+                                "--layout encoder-decoder)")
+    mask_rate: float = opt(0.15, "share of tokens selected for MLM (span: the share cut out in spans)")
     sentence_task: str = opt("", "with mlm: also nsp (next-sentence prediction) or sop (sentence-order prediction) "
                                  "on sentence pairs cut from each corpus line (a document)")
     whole_word: bool = opt(False, "whole-word masking: mask all tokens of a word together (Chinese words from "

@@ -10,8 +10,8 @@ temperature 0 means greedy. A repetition penalty divides the (positive) logits o
 row (CTRL, Keskar et al. 2019). A row stops at the end-of-sequence token or when its text contains a stop
 string.
 
-The encoder-decoder decodes with beam search (``beam_search``), which keeps the k best partial targets
-instead of one.
+Beam search, which keeps the k best partial outputs instead of one, is ``beam.beam_decode``: for a
+decoder-only model, and for the ``decoder`` head of an encoder-decoder (``tasks/seq2seq.py``).
 """
 
 from __future__ import annotations
@@ -23,9 +23,8 @@ from dataclasses import dataclass, field
 import torch
 from torch.utils.weak import WeakTensorKeyDictionary
 
-from lmcraft.model.beam import beam_decode
 from lmcraft.model.heads import Model
-from lmcraft.model.transformer import EncoderDecoder, KVCache
+from lmcraft.model.transformer import KVCache
 from lmcraft.tokenizer import TextTokenizer
 
 
@@ -208,20 +207,3 @@ def generate_from_ids(
         if all(done):
             break
     return texts
-
-
-def beam_search(
-    model: EncoderDecoder, source_ids: torch.Tensor, source_mask: torch.Tensor | None = None, *, bos_id: int,
-    eos_id: int | None, num_beams: int = 4, max_new_tokens: int = 64, length_penalty: float = 1.0,
-) -> list[list[int]]:
-    """The highest-scoring target of each source (B, S) by beam search with the encoder-decoder (the
-    decoder's states are tied to its token embeddings for the output); see ``beam.beam_decode``. Returns
-    the target tokens without the start and end tokens."""
-    model.eval()
-    with torch.inference_mode():
-        memory = model.encoder(source_ids, source_mask)  # (B, S, D)
-    start = torch.full((source_ids.shape[0], 1), bos_id, dtype=torch.long)
-    output_table = read_order(model.decoder.embed.token.weight)  # (V, D)
-    return beam_decode(model.decoder, lambda hidden: hidden @ output_table.T, start, torch.ones_like(start),
-                       eos_id=eos_id, num_beams=num_beams, max_new_tokens=max_new_tokens,
-                       length_penalty=length_penalty, memory=memory, memory_mask=source_mask)

@@ -1,4 +1,4 @@
-"""T5-style span corruption for the encoder-decoder (Raffel et al. 2020).
+"""T5-style span corruption (Raffel et al. 2020): denoising pretraining of an encoder-decoder.
 
 About 15% of a sequence's tokens, in spans of about 3, are cut out; each span is replaced in the encoder's
 input by one sentinel token, and the decoder learns to write the spans back, each after its sentinel:
@@ -7,6 +7,12 @@ input by one sentinel token, and the decoder learns to write the spans back, eac
 
 The encoder reads short inputs and the decoder writes short targets, which makes this the cheapest of
 the denoising objectives per token of signal.
+
+The model is the one that sequence-to-sequence fine-tuning trains (``tasks/seq2seq.py``, layout
+encoder-decoder): the backbone encodes the corrupted block, a ``decoder`` head (``model/heads.py``) writes
+the spans, starting from [CLS]. The sentinels are special tokens of their own, ``<extra_id_0>`` ...
+(``SENTINEL_TOKENS``), which pretraining adds to the tokenizer (and the embeddings) when it lacks them:
+[MASK] could not stand for several different spans in one input.
 """
 
 from __future__ import annotations
@@ -19,8 +25,10 @@ import torch
 import torch.nn.functional as F
 
 from lmcraft.data.batching import pad
-from lmcraft.model.transformer import EncoderDecoder
+from lmcraft.model.heads import Model
 from lmcraft.objectives.mlm import IGNORE, MLMMetrics
+
+SENTINEL_TOKENS = [f"<extra_id_{i}>" for i in range(100)]  # as T5 names them; a block has ~max_len / 20 spans
 
 
 def _segments(n: int, parts: int, generator: torch.Generator) -> list[int]:
@@ -52,10 +60,13 @@ def corrupt_spans(ids: Sequence[int], *, sentinels: Sequence[int], generator: to
 
 @dataclass
 class SpanCorruption:
-    """The denoising objective: the encoder reads the corrupted text, the decoder writes the spans."""
+    """The denoising objective: the backbone reads the corrupted block, the ``decoder`` head writes the spans.
+
+    Items are packed blocks ``[CLS] tokens [SEP]`` (``mlm.pack``); their first and last tokens stay in place
+    and the spans are cut, afresh for every batch, from the tokens between them."""
 
     sentinels: Sequence[int]  # ids of <extra_id_0>, <extra_id_1>, ...
-    bos_id: int  # what the decoder reads before the first target token
+    bos_id: int  # what the decoder reads before the first target token ([CLS], as in seq2seq fine-tuning)
     pad_id: int
     density: float = 0.15
     mean_span: float = 3.0
@@ -63,29 +74,33 @@ class SpanCorruption:
     metric: str = "loss"
     greater_is_better: bool = False
 
+    def head_spec(self) -> dict[str, object]:
+        return {"kind": "decoder", "n_layer": 0}  # as deep as the encoder
+
     def collate(self, items: Sequence[Sequence[int]], generator: torch.Generator) -> dict[str, torch.Tensor]:
-        pairs = [corrupt_spans(it, sentinels=self.sentinels, generator=generator, density=self.density,
+        pairs = [corrupt_spans(it[1:-1], sentinels=self.sentinels, generator=generator, density=self.density,
                                mean_span=self.mean_span) for it in items]
-        source, source_mask = pad([s for s, _ in pairs], self.pad_id)  # (B, S)
-        decoder_in, target_mask = pad([[self.bos_id, *t[:-1]] for _, t in pairs], self.pad_id)  # (B, T)
-        labels, _ = pad([t for _, t in pairs], IGNORE)  # (B, T)
-        return {"source_ids": source, "source_mask": source_mask, "decoder_ids": decoder_in,
-                "decoder_mask": target_mask, "labels": labels}
+        ids, mask = pad([[it[0], *s, it[-1]] for it, (s, _) in zip(items, pairs, strict=True)], self.pad_id)  # (B, S)
+        decoder_ids, decoder_mask = pad([[self.bos_id, *t[:-1]] for _, t in pairs], self.pad_id)  # (B, T)
+        labels, _ = pad([t for _, t in pairs], IGNORE)  # (B, T): the next token at each decoder position
+        return {"input_ids": ids, "padding_mask": mask, "decoder_ids": decoder_ids, "decoder_mask": decoder_mask,
+                "labels": labels}
 
     def n_targets(self, batch: dict[str, torch.Tensor]) -> int:
         return int((batch["labels"] != IGNORE).sum())
 
     def n_tokens(self, batch: dict[str, torch.Tensor]) -> int:
         """Tokens processed, for the throughput the loop reports: encoder plus decoder."""
-        return int(batch["source_mask"].sum() + batch["decoder_mask"].sum())
+        return int(batch["padding_mask"].sum() + batch["decoder_mask"].sum())
 
-    def _logits(self, model: EncoderDecoder, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        hidden = model(batch["source_ids"], batch["decoder_ids"], batch["source_mask"], batch["decoder_mask"])
+    def _logits(self, model: Model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        memory = model(batch["input_ids"], batch["padding_mask"])  # (B, S, D)
+        head = model.heads[self.head]
+        states = head(batch["decoder_ids"], batch["decoder_mask"], memory, batch["padding_mask"])  # (B, T, D)
         keep = batch["labels"] != IGNORE  # (B, T)
-        logits = hidden[keep] @ model.decoder.embed.token.weight.T  # (N, V), tied to the decoder's embeddings
-        return logits, batch["labels"][keep]
+        return head.logits(states[keep]), batch["labels"][keep]  # (N, V), (N,)
 
-    def loss_sum(self, model: EncoderDecoder, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    def loss_sum(self, model: Model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         logits, targets = self._logits(model, batch)
         return F.cross_entropy(logits.float(), targets, reduction="sum")
 

@@ -158,3 +158,59 @@ class TokenShards:
         for tokens, offsets in zip(self._tokens, self._offsets, strict=True):
             for start, end in pairwise(np.asarray(offsets).tolist()):
                 yield tokens[start:end]
+
+
+class TokenStream:
+    """The documents of one or more corpora as one stream of tokens, every document followed by ``sep_id``,
+    read from the memory-mapped shards only where asked:
+
+        stream = TokenStream([TokenShards("corpus/")], sep_id=3)
+        len(stream)                        # tokens + one separator per document
+        ids, docs = stream.chunk(0, 126)   # (126,) token ids, and the document index of each
+
+    It holds a few numbers per shard and nothing per document or token, so its memory does not grow with
+    the corpus: a document is found by binary search over the shard's ``.idx`` map. Document indices run
+    over all the corpora in order; a separator belongs to the document it ends.
+    """
+
+    def __init__(self, corpora: list[TokenShards], sep_id: int) -> None:
+        self.sep_id = sep_id
+        self._parts: list[tuple[np.ndarray, np.ndarray, int]] = []  # per shard: tokens, offsets, first document
+        self._starts = [0]  # stream position of each shard's first token; last entry = len(self)
+        first_doc = 0
+        for shards in corpora:
+            for tokens, offsets in zip(shards._tokens, shards._offsets, strict=True):
+                n_docs = len(offsets) - 1
+                self._parts.append((tokens, offsets, first_doc))
+                self._starts.append(self._starts[-1] + len(tokens) + n_docs)
+                first_doc += n_docs
+        self.n_docs = first_doc
+
+    def __len__(self) -> int:
+        return self._starts[-1]
+
+    def chunk(self, start: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """The stream's tokens [start, start + n) as int64 ids (n,) and their documents' indices (n,)."""
+        if start < 0 or start + n > len(self):
+            raise IndexError(f"tokens [{start}, {start + n}) lie outside the stream's {len(self)}")
+        ids = np.empty(n, dtype=np.int64)
+        docs = np.empty(n, dtype=np.int64)
+        filled = 0
+        part = bisect.bisect_right(self._starts, start) - 1
+        pos = start - self._starts[part]  # position within this shard's stream
+        while filled < n:
+            tokens, offsets, first = self._parts[part]
+            n_docs = len(offsets) - 1
+            # document j spans the shard stream's [offsets[j] + j, offsets[j + 1] + j + 1): tokens, then separator
+            j = max(bisect.bisect_right(range(n_docs), pos, key=lambda d: int(offsets[d]) + d) - 1, 0)
+            while filled < n and j < n_docs:
+                body = tokens[pos - j : int(offsets[j + 1])]  # the rest of document j
+                take = min(len(body), n - filled)
+                ids[filled : filled + take] = body[:take]
+                docs[filled : filled + take] = first + j
+                filled, pos = filled + take, pos + take
+                if filled < n:  # the whole rest of the document was taken: its separator next
+                    ids[filled], docs[filled] = self.sep_id, first + j
+                    filled, pos, j = filled + 1, pos + 1, j + 1
+            part, pos = part + 1, 0
+        return ids, docs
