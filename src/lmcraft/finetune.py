@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from lmcraft.config import ModelOptions
 from lmcraft.data.errors import DataError
 from lmcraft.data.readers import FORMATS
 from lmcraft.inference.predictor import Predictor
@@ -55,22 +56,24 @@ def load_splits(cfg: FinetuneConfig) -> tuple[Splits, dict[str, Path]]:
     return {s: task.read(p, cfg.fields) for s, p in files.items()}, files
 
 
-def start_model(start: InitOptions, model_options: Any, *, decoder: bool, generates: bool,
-                seed: int) -> tuple[Model, TextTokenizer, dict[str, dict[str, torch.Tensor]], dict | None]:
+def start_model(start: InitOptions, model_options: ModelOptions, *, decoder: bool, generates: bool, seed: int,
+                keep_head: str | None = None) -> tuple[Model, TextTokenizer, dict[str, dict[str, torch.Tensor]],
+                                                       dict | None]:
     """The model fine-tuning starts from: --init's weights (or only its architecture with --random-init), or
     a fresh model of --size with --tokenizer. Returns (model without task heads, tokenizer, parts of the
-    checkpoint that a head may start from (BERT's pretrained ``pooler``), the parent's run card if any). A
-    decoder keeps its language-model head, which generation tasks fine-tune."""
+    checkpoint that a head may start from (BERT's pretrained ``pooler``), the parent's run card if any). The
+    head ``keep_head`` of the initial model stays (a decoder's ``lm``, a span-pretrained ``decoder``): the
+    task goes on training it."""
     torch.manual_seed(seed)
     pretrained: dict[str, dict[str, torch.Tensor]] = {}
     parent_card = None
     if start.init:
-        model, tokenizer, _ = load_model_dir(start.init, heads=decoder)
+        model, tokenizer, _ = load_model_dir(start.init, heads=keep_head is not None)
         if generates and model.cfg.causal != decoder:
             want = "a decoder (causal LM)" if decoder else "an encoder"
             raise ValueError(f"{start.init} is {'a decoder' if model.cfg.causal else 'an encoder'}, but this task "
                              f"and layout need {want}")
-        for name in [n for n in model.head_specs if n != "lm"]:
+        for name in [n for n in model.head_specs if n != keep_head]:
             del model.heads[name], model.head_specs[name]
         card = resolve_model_dir(start.init) / "run_card.json"
         parent_card = json.loads(card.read_text(encoding="utf-8")) if card.exists() else None
@@ -85,12 +88,8 @@ def start_model(start: InitOptions, model_options: Any, *, decoder: bool, genera
         if not start.tokenizer:
             raise ValueError("training from scratch needs --tokenizer DIR (or start from a model with --init)")
         tokenizer = TextTokenizer.load(start.tokenizer)
-        arch = TransformerConfig.from_size(
-            model_options.size, tokenizer.vocab_size, max_len=model_options.max_len,
-            norm_first=model_options.norm_first, position=model_options.position, dropout=model_options.dropout,
-            pad_id=tokenizer.pad_id, causal=decoder,
-        )
-        model = Model(arch, {})
+        model = Model(TransformerConfig.for_new_model(model_options, tokenizer.vocab_size, tokenizer.pad_id,
+                                                      causal=decoder), {})
         max_len = model_options.max_len
     model.input_tokens = max_len  # prediction later cuts inputs where training did
     return model, tokenizer, pretrained, parent_card
@@ -141,7 +140,7 @@ def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
         splits["train"] = splits["train"][: cfg.max_train_examples]
     model, tokenizer, pretrained, parent_card = start_model(
         cfg.start, cfg.model, decoder=task_cls.wants_decoder(options), generates=task_cls.generates,
-        seed=cfg.train.seed)
+        seed=cfg.train.seed, keep_head=task_cls.continues_head(options))
     max_len = model.input_tokens
     add_task_tokens(model, tokenizer, task_cls)
     task = task_cls.for_data(splits, files, tokenizer, options, metric=cfg.metric, fields=cfg.fields)

@@ -5,7 +5,6 @@ asks for them (``objectives/packing.py``), so a corpus need not fit in memory.""
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -14,7 +13,7 @@ from typing import Any
 
 import torch
 
-from lmcraft.config import PretrainConfig, to_dict
+from lmcraft.config import PretrainConfig
 from lmcraft.data.corpus.shards import TokenShards, TokenStream
 from lmcraft.data.readers import read_corpus
 from lmcraft.model.heads import Model
@@ -28,7 +27,7 @@ from lmcraft.objectives.nsp import LABELS, PairedMLM, encode_pairs, make_pairs
 from lmcraft.objectives.packing import PackedBlocks, Picked
 from lmcraft.objectives.spans import SENTINEL_TOKENS, SpanCorruption
 from lmcraft.objectives.words import word_starts
-from lmcraft.runcard import write_run_card
+from lmcraft.stage import finish_stage, run_summary
 from lmcraft.tokenizer import TextTokenizer
 from lmcraft.train.distributed import Distributed, TaskModule
 from lmcraft.train.loop import evaluate, train
@@ -90,11 +89,8 @@ def start_pretraining(cfg: PretrainConfig) -> tuple[Model, TextTokenizer, int, l
         missing = [t for t in objective.special_tokens if tokenizer.tokenizer.token_to_id(t) is None]
         if missing:  # a new model: its embeddings are made for the grown vocabulary
             tokenizer.tokenizer.add_special_tokens(missing)
-        arch = TransformerConfig.from_size(
-            cfg.model.size, tokenizer.vocab_size, max_len=cfg.model.max_len, norm_first=cfg.model.norm_first,
-            position=cfg.model.position, dropout=cfg.model.dropout, pad_id=tokenizer.pad_id,
-            causal=objective.causal,
-        )
+        arch = TransformerConfig.for_new_model(cfg.model, tokenizer.vocab_size, tokenizer.pad_id,
+                                               causal=objective.causal)
         return Model(arch, head), tokenizer, cfg.model.max_len, [], shard_vocab
     model, tokenizer, _ = load_model_dir(cfg.init)
     if model.cfg.causal != objective.causal:
@@ -230,16 +226,10 @@ def run_pretrain(cfg: PretrainConfig) -> dict[str, Any]:
                                                                 extra={"stage": "pretrain"}))
     if not result.is_main:  # other processes of a distributed run stop here; rank 0 writes
         return {"stage": "pretrain", "rank": "worker"}
-    summary = {
-        "stage": "pretrain", "model_dir": str(out / "best"), "steps": result.steps, "best_step": result.best_step,
-        "dev": {k: v for k, v in result.best_metrics.items()
-                if k.rpartition("/")[2] in ("loss", "perplexity", "accuracy") or k.endswith("_accuracy")},
-        **({"dev_before": before} if before is not None else {}),
-        "train_blocks": len(train_blocks), "tokens_per_block": max_len, "added_words": len(added),
-        "wall_time_s": {"prepare": prepare_s, "train": result.seconds},
-    }
-    write_run_card(out / "best", stage="pretrain", config=to_dict(cfg), data=[*cfg.corpus, *cfg.replay],
-                   seed=cfg.train.seed,
-                   wall_time_s=summary["wall_time_s"], metrics={"dev": summary["dev"]})
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    return summary
+    summary = run_summary("pretrain", out, result, prepare_s)
+    summary["dev"] = {k: v for k, v in summary["dev"].items()
+                      if k.rpartition("/")[2] in ("loss", "perplexity", "accuracy") or k.endswith("_accuracy")}
+    if before is not None:
+        summary["dev_before"] = before
+    summary.update(train_blocks=len(train_blocks), tokens_per_block=max_len, added_words=len(added))
+    return finish_stage(out, summary, config=cfg, data=[*cfg.corpus, *cfg.replay], seed=cfg.train.seed)

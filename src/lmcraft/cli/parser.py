@@ -33,13 +33,15 @@ lmcraft carries a Transformer language model through the whole process:
   data        prepare built-in datasets (lmcraft data list), check your own files, or turn a large corpus
               into token shards (lmcraft data corpus)
   tokenizer   train a WordPiece or byte-level BPE tokenizer on a corpus
-  pretrain    pretrain an encoder (masked LM) or a decoder (causal LM), or continue pretraining
+  pretrain    pretrain an encoder (masked LM), a decoder (causal LM) or an encoder-decoder (span
+              corruption), or continue pretraining
   finetune    fine-tune a model (or train from scratch): classify, tag (NER), relate, qa, seq2seq, chat;
               all weights or LoRA adapters (--lora-rank)
   multitask   fine-tune one backbone on several tasks at once, a head per task
   fewshot     head vs prompt-based fine-tuning with k = 8..64 examples per class
   evaluate    metrics of a saved model on a labelled file
-  predict     labels, entities, relations or answers for new inputs
+  predict     labels, entities, relations, answers or outputs for new inputs
+  serve       an HTTP server: predictions, OpenAI-compatible chat, embeddings, a playground
   export      write a model directory in the Hugging Face layout
   generate    continue a prompt with a decoder
   chat        talk to a dialogue model (fine-tuned with --task chat) in the terminal
@@ -115,13 +117,15 @@ def build_parser() -> argparse.ArgumentParser:
     add_arguments(p, TokenizerConfig)
     p.set_defaults(func=cmd_tokenizer_train)
 
-    p = sub.add_parser("pretrain", help="pretrain an encoder (masked LM) or a decoder (causal LM)",
-                       description="Pack the corpus into blocks and pretrain: MLM with dynamic 80/10/10 masking of "
-                                   "15%% of tokens or words (--whole-word), loss at masked positions only; or CLM "
-                                   "(--objective clm) with packed documents that never attend to each other. "
-                                   "--init continues pretraining a saved model on domain text (--add-words extends "
-                                   "its vocabulary, --replay mixes general text back in). The best checkpoint by "
-                                   "dev loss is OUT/best.")
+    p = sub.add_parser("pretrain", help="pretrain an encoder (MLM), a decoder (causal LM) or an encoder-decoder",
+                       description="Pack the corpus into blocks and pretrain with --objective: mlm (an encoder: "
+                                   "dynamic 80/10/10 masking of 15%% of tokens or words with --whole-word, loss at "
+                                   "masked positions only), clm (a decoder: packed documents that never attend to "
+                                   "each other) or span (T5-style denoising: the encoder reads the text with spans "
+                                   "replaced by sentinels, a decoder head writes the spans). --init continues "
+                                   "pretraining a saved model on domain text (--add-words extends its vocabulary, "
+                                   "--replay mixes general text back in). Token-shard directories of `lmcraft data "
+                                   "corpus` stream from disk. The best checkpoint by dev loss is OUT/best.")
     add_arguments(p, PretrainConfig)
     p.set_defaults(func=cmd_pretrain)
 

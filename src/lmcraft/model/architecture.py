@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from lmcraft.config import ModelOptions
+
 # Named sizes are data, not subclasses. d_ff is 4 × d_model throughout, as in BERT.
 SIZES: dict[str, dict[str, int]] = {
     "tiny": {"n_layer": 2, "d_model": 128, "n_head": 2, "d_ff": 512},
@@ -73,6 +75,12 @@ class TransformerConfig:
         if size not in SIZES:
             raise ValueError(f"unknown model size {size!r}; choose one of {', '.join(SIZES)}")
         return cls(vocab_size=vocab_size, **{**SIZES[size], **overrides})  # type: ignore[arg-type]
+
+    @classmethod
+    def for_new_model(cls, options: ModelOptions, vocab_size: int, pad_id: int, *, causal: bool) -> TransformerConfig:
+        """The architecture of a model trained from scratch, from the stages' ``ModelOptions``."""
+        return cls.from_size(options.size, vocab_size, max_len=options.max_len, norm_first=options.norm_first,
+                             position=options.position, dropout=options.dropout, pad_id=pad_id, causal=causal)
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)

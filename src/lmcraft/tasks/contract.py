@@ -141,6 +141,12 @@ class Task(abc.ABC):
         """Whether the task trains a causal (decoder-only) backbone with these options."""
         return False
 
+    @classmethod
+    def continues_head(cls, options: Any) -> str | None:
+        """The pretrained head of the initial model that this task goes on training (a decoder's ``lm``, the
+        ``decoder`` of span-corruption pretraining), or None: a new head on the backbone alone."""
+        return None
+
     def attach(self, model: Model, pretrained: dict[str, dict[str, torch.Tensor]]) -> None:
         """Put this task's head on ``model``. ``pretrained`` holds parts of the initial checkpoint that a head
         may start from (BERT's ``pooler``)."""

@@ -106,6 +106,10 @@ class Chat(Seq2Seq):
         return True
 
     @classmethod
+    def continues_head(cls, options: GenerationOptions) -> str | None:
+        return "lm"
+
+    @classmethod
     def parse_input(cls, value: str | dict[str, Any], fields: Fields, line: int = 0) -> Conversation:
         """A text is a first user message; an object holds ``messages`` (role and content each)."""
         if isinstance(value, dict) and "messages" in value:

@@ -102,16 +102,21 @@ class Seq2Seq(Task):
         return layout_class(options.layout).causal
 
     @classmethod
+    def continues_head(cls, options: GenerationOptions) -> str | None:
+        return layout_class(options.layout).head_kind
+
+    @classmethod
     def parse_input(cls, value: str | dict[str, Any], fields: Fields, line: int = 0) -> Any:
         target = value.get(fields.target_field) if isinstance(value, dict) else None
         return Pair(labelled_text(value, fields.source_field), "" if target is None else str(target), line)
 
     def attach(self, model: Model, pretrained: dict[str, dict[str, torch.Tensor]]) -> None:
-        """A decoder's own language-model head keeps its weights and records the task; an encoder gets a new
-        decoder head."""
-        if self.head in model.heads:
-            model.head_specs[self.head] = {**model.head_specs[self.head], **self.head_spec().to_json(),
-                                           "tied": model.head_specs[self.head].get("tied", True)}
+        """A pretrained head of the right kind (a decoder's language-model head, the decoder head of span
+        corruption) keeps its weights and its shape and records the task; otherwise a new head is built."""
+        old = model.head_specs.get(self.head)
+        if old is not None and old.get("kind") == self.head_spec().kind:
+            shape = {k: old[k] for k in ("tied", "n_layer") if k in old}
+            model.head_specs[self.head] = {**old, **self.head_spec().to_json(), **shape}
         else:
             super().attach(model, pretrained)
 
