@@ -1,16 +1,21 @@
 """A model directory may come from anyone: every defect in it is one line naming the file, found before the
-model is built."""
+model is built, and its compiled packages (native code) run only when asked or built here by this user."""
 
 from __future__ import annotations
 
 import json
 import shutil
 import time
+import warnings
 from pathlib import Path
 
 import pytest
+import torch
 
 from lmcraft.cli import main
+from lmcraft.inference import compiled
+from lmcraft.inference.compiled import KINDS, package_path, stamp_of, stamp_path, trust
+from lmcraft.inference.predictor import Predictor
 from lmcraft.model.checks import ModelDirError
 from lmcraft.model.heads import Model
 from lmcraft.model.io import load_model_dir, save_model_dir
@@ -121,3 +126,34 @@ def test_invalid_config_json_names_the_file(copy: Path, capsys: pytest.CaptureFi
     assert main(["predict", str(copy), "好"]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"lmcraft: error: {copy / 'config.json'}: invalid JSON") and err.count("\n") == 1
+
+
+def fake_packages(path: Path) -> None:
+    """A compiled/ folder whose stamp matches the weights, as a directory received from someone holds."""
+    stamp_path(path, "classify").parent.mkdir(exist_ok=True)
+    for kind in KINDS:
+        package_path(path, "classify", kind).write_bytes(b"native code from someone else " + kind.encode())
+    stamp = {**stamp_of(path, "classify"), "inputs": {"one": ["input_ids"], "batch": ["input_ids"]}, "max_batch": 8}
+    stamp_path(path, "classify").write_text(json.dumps(stamp), encoding="utf-8")
+
+
+def test_compiled_packages_run_only_when_asked_or_built_here(copy: Path, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    loaded: list[str] = []
+    monkeypatch.setattr(torch._inductor, "aoti_load_package", lambda p: loaded.append(p) or (lambda **kw: None))
+    fake_packages(copy)
+    assert Predictor(copy).compiled is None and not loaded  # the default: never
+    with pytest.warns(UserWarning, match="not built by `lmcraft compile` on this machine"):
+        assert Predictor(copy, compiled="trusted").compiled is None  # what predict / evaluate do without --compiled
+    assert not loaded
+    assert Predictor(copy, compiled=True).compiled is not None and len(loaded) == 2  # --compiled
+    loaded.clear()
+    trust([package_path(copy, "classify", kind) for kind in KINDS])  # as `lmcraft compile` records them
+    assert compiled.trust_file() == tmp_path / "config" / "lmcraft" / "trusted-packages.json"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert Predictor(copy, compiled="trusted").compiled is not None and len(loaded) == 2
+    package_path(copy, "classify", "one").write_bytes(b"swapped after compiling")
+    with pytest.warns(UserWarning, match="not built by"):
+        assert Predictor(copy, compiled="trusted").compiled is None
