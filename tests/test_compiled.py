@@ -3,6 +3,7 @@ and text pairs, and never a package built for other weights."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -24,9 +25,15 @@ pytestmark = pytest.mark.slow  # building a package runs a C++ compiler for half
 
 
 @pytest.fixture(scope="module")
-def compiled_dir(tmp_path_factory: pytest.TempPathFactory, zh_tokenizer: TextTokenizer) -> Path:
+def config_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The user's config folder, where `lmcraft compile` records the packages it built (not the real one)."""
+    return tmp_path_factory.mktemp("config")
+
+
+@pytest.fixture(scope="module")
+def compiled_dir(tmp_path_factory: pytest.TempPathFactory, zh_tokenizer: TextTokenizer, config_home: Path) -> Path:
     """A classifier over real Chinese text, weights drawn wide enough that texts get clearly different
-    probabilities, with its package built."""
+    probabilities, with its package built (and trusted, in ``config_home``)."""
     torch.manual_seed(0)
     cfg = tiny_config(vocab_size=zh_tokenizer.vocab_size, max_len=64)
     model = Model(cfg, {"classify": {"kind": "classify", "n_labels": 3, "labels": ["a", "b", "c"],
@@ -36,7 +43,9 @@ def compiled_dir(tmp_path_factory: pytest.TempPathFactory, zh_tokenizer: TextTok
             if p.dim() > 1:
                 p.normal_(std=0.3)
     path = save_model_dir(tmp_path_factory.mktemp("models") / "classifier", model, zh_tokenizer)
-    compile_classifier(path, max_batch=8)  # batches of 16 below go through in slices
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("XDG_CONFIG_HOME", str(config_home))
+        compile_classifier(path, max_batch=8)  # batches of 16 below go through in slices
     return path
 
 
@@ -47,7 +56,7 @@ def texts(corpus: Path, n: int) -> list[str]:
 
 def test_the_package_gives_the_models_probabilities(compiled_dir: Path, peoples_daily: Path) -> None:
     model, tokenizer, _ = load_model_dir(compiled_dir)
-    compiled = load_compiled(compiled_dir, "classify")
+    compiled = load_compiled(compiled_dir, "classify")  # asked for: trusted or not
     assert compiled is not None
     examples = [Example(t) for t in texts(peoples_daily, 40)]
     examples += [Example(t, pair=u) for t, u in zip(texts(peoples_daily, 6), texts(peoples_daily, 12)[6:],
@@ -76,8 +85,22 @@ def test_a_package_for_other_weights_is_not_used(compiled_dir: Path, tmp_path: P
     assert load_compiled(stale, "classify") is None
 
 
-def test_predict_uses_the_package(compiled_dir: Path) -> None:
-    run = subprocess.run([sys.executable, "-m", "lmcraft", "predict", str(compiled_dir), "今天天气很好"],
-                         capture_output=True, text=True, check=True)
+def predict(model_dir: Path, config_home: Path, *flags: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "lmcraft", "predict", str(model_dir), "今天天气很好", *flags],
+                          capture_output=True, text=True, check=True,
+                          env={**os.environ, "XDG_CONFIG_HOME": str(config_home)})
+
+
+def test_predict_uses_the_package_built_here(compiled_dir: Path, config_home: Path) -> None:
+    assert (config_home / "lmcraft" / "trusted-packages.json").exists()
+    run = predict(compiled_dir, config_home)
     assert "using the compiled package of head 'classify'" in run.stderr
     assert '"label"' in run.stdout
+
+
+def test_predict_runs_someone_elses_package_only_with_compiled(compiled_dir: Path, tmp_path: Path) -> None:
+    elsewhere = tmp_path / "another-user"  # a machine or user that did not build the package
+    run = predict(compiled_dir, elsewhere)
+    assert "using the compiled package" not in run.stderr and "not built by `lmcraft compile`" in run.stderr
+    assert '"label"' in run.stdout
+    assert "using the compiled package of head 'classify'" in predict(compiled_dir, elsewhere, "--compiled").stderr

@@ -4,10 +4,11 @@
 from __future__ import annotations
 
 import sys
+import warnings
 
 from lmcraft.cli.parser import build_parser
 from lmcraft.data.builtin import MissingPackageError
-from lmcraft.data.errors import DataError
+from lmcraft.data.errors import DataError, DataWarning
 from lmcraft.train.errors import NonFiniteLossError
 
 __all__ = ["build_parser", "main"]
@@ -22,7 +23,18 @@ def _end_distributed() -> None:
             dist.destroy_process_group()
 
 
+def _format_warning(message, category, filename, lineno, line=None) -> str:
+    """An input file's warnings as one line, like the errors; any other warning as Python writes it."""
+    if issubclass(category, DataWarning):
+        return f"lmcraft: warning: {message}\n"
+    return _python_format(message, category, filename, lineno, line)
+
+
+_python_format = warnings.formatwarning
+
+
 def main(argv: list[str] | None = None) -> int:
+    warnings.formatwarning = _format_warning
     parser = build_parser()
     args = parser.parse_args(argv)
     if not hasattr(args, "func"):

@@ -101,7 +101,7 @@ def _predictor(args: argparse.Namespace) -> object:
     settings = {name: getattr(args, name) for name in ("num_beams", "no_repeat_ngram")
                 if getattr(args, name, None) is not None}
     return Predictor(args.model_dir, head=args.head, int8=args.int8, compile=args.compile, settings=settings,
-                     fields=from_namespace(Fields, args))
+                     fields=from_namespace(Fields, args), compiled=True if args.compiled else "trusted")
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -132,12 +132,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_compile(args: argparse.Namespace) -> int:
     import time
 
-    from lmcraft.inference.compiled import compile_classifier
+    from lmcraft.inference.compiled import compile_classifier, trust_file
 
     start = time.perf_counter()
     packages = compile_classifier(args.model_dir, args.head, max_batch=args.max_batch)
     print(f"wrote {' and '.join(map(str, packages))} in {time.perf_counter() - start:.0f} s; `lmcraft predict` and "
-          f"`lmcraft evaluate` use them from now on")
+          f"`lmcraft evaluate` use them from now on (their hashes are in {trust_file()})")
     return 0
 
 

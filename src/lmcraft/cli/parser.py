@@ -62,6 +62,10 @@ def add_inference_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--head", default=None, help="which task head to use when the model has several (multi-task)")
     p.add_argument("--int8", action="store_true", help="int8 dynamic quantization of the linear layers (CPU)")
     p.add_argument("--compile", action="store_true", help=COMPILE_HELP)
+    p.add_argument("--compiled", action="store_true",
+                   help="classifiers: run the native package in MODEL_DIR/compiled/ (from `lmcraft compile`) when it "
+                        "matches the weights, whoever built it. Without it, only packages built on this machine by "
+                        "this user are used: a package is native code")
     add_arguments(p.add_argument_group("fields of the input files"), Fields)
     p.add_argument("--num-beams", type=int, default=None,
                    help="seq2seq / chat models: beams of beam search (default: the model's own setting)")
@@ -194,9 +198,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("compile", help="build a classifier into a native package for fast CPU inference",
                        description="Compile a fine-tuned classifier (encoder, head and softmax) ahead of time with "
                                    "AOTInductor into two native packages in MODEL_DIR/compiled/: one for single "
-                                   "texts (autotuned), one for batches. `lmcraft predict` and `lmcraft evaluate` "
-                                   "then use them whenever they match the model's weights, this torch and this "
-                                   "CPU. One text then takes about half the time it takes the model run as usual "
+                                   "texts (autotuned), one for batches, and records their SHA-256 in "
+                                   "~/.config/lmcraft/trusted-packages.json. `lmcraft predict` and `lmcraft "
+                                   "evaluate` then use them whenever they match the model's weights, this torch "
+                                   "and this CPU (packages built elsewhere only with --compiled). One text then "
+                                   "takes about half the time it takes the model run as usual "
                                    "(docs/performance.md). Takes a minute or more; needs a C++ compiler.")
     p.add_argument("model_dir", help="a model directory with a classification head")
     p.add_argument("--head", default=None, help="which classification head, when the model has several")

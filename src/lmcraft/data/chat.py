@@ -75,10 +75,11 @@ def check_turns(turns: tuple[Turn, ...], *, prompt: bool = False) -> str | None:
     return None
 
 
-def read_chat_jsonl(path: str | Path) -> list[Conversation]:
+def read_chat_jsonl(path: str | Path, encoding: str = "auto") -> list[Conversation]:
     """All conversations of a chat JSONL file."""
     path = Path(path)
-    conversations = [conversation_from_record(path, number, record) for number, record in jsonl_records(path)]
+    conversations = [conversation_from_record(path, number, record)
+                     for number, record in jsonl_records(path, encoding)]
     if not conversations:
         raise DataError(path, "the file holds no conversations")
     return conversations

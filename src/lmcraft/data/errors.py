@@ -13,3 +13,8 @@ class DataError(ValueError):
         where = self.path if line is None else f"{self.path}:{line}"
         what = f"field {field!r}: " if field else ""
         super().__init__(f"{where}: {what}{message}")
+
+
+class DataWarning(UserWarning):
+    """Something in an input file that was read anyway, changed or as is (labels stripped of spaces, texts
+    longer than a model reads, a file decoded as GB18030): one line naming the file, counted, never silent."""

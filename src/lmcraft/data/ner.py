@@ -22,7 +22,7 @@ from pathlib import Path
 from seqeval.metrics.sequence_labeling import get_entities
 
 from lmcraft.data.errors import DataError
-from lmcraft.data.readers import jsonl_records
+from lmcraft.data.readers import jsonl_records, read_text, text_lines
 from lmcraft.text import HAN, is_han, sentence_spans
 
 SCHEMES = ("BIO", "BIOES")
@@ -132,7 +132,7 @@ def from_tokens(tokens: Sequence[str], tags: Sequence[str], *, line: int, path: 
     return TaggedExample(text, tuple(spans), tuple(entities), line)
 
 
-def read_conll(path: Path) -> list[TaggedExample]:
+def read_conll(path: Path, encoding: str = "auto") -> list[TaggedExample]:
     """CoNLL columns: token first, tag last; blank lines end sentences; ``-DOCSTART-`` lines are skipped."""
     examples: list[TaggedExample] = []
     tokens: list[str] = []
@@ -144,26 +144,25 @@ def read_conll(path: Path) -> list[TaggedExample]:
             examples.append(from_tokens(tokens, tags, line=lines[0], path=path, lines=lines))
             tokens.clear(), tags.clear(), lines.clear()
 
-    with path.open(encoding="utf-8") as f:
-        for number, raw in enumerate(f, start=1):
-            columns = raw.split()
-            if not columns:
-                flush()
-                continue
-            if columns[0] == "-DOCSTART-":
-                continue
-            if len(columns) < 2:
-                raise DataError(path, f"expected a token and a tag separated by whitespace, got {raw.strip()!r}",
-                                line=number, field="tag")
-            tokens.append(columns[0])
-            tags.append(columns[-1])
-            lines.append(number)
+    for number, raw in enumerate(text_lines(read_text(path, encoding)), start=1):
+        columns = raw.split()
+        if not columns:
+            flush()
+            continue
+        if columns[0] == "-DOCSTART-":
+            continue
+        if len(columns) < 2:
+            raise DataError(path, f"expected a token and a tag separated by whitespace, got {raw.strip()!r}",
+                            line=number, field="tag")
+        tokens.append(columns[0])
+        tags.append(columns[-1])
+        lines.append(number)
     flush()
     return examples
 
 
-def read_ner_jsonl(path: Path) -> list[TaggedExample]:
-    return [_from_record(record, path, number) for number, record in jsonl_records(path)]
+def read_ner_jsonl(path: Path, encoding: str = "auto") -> list[TaggedExample]:
+    return [_from_record(record, path, number) for number, record in jsonl_records(path, encoding)]
 
 
 def _from_record(record: dict, path: Path, number: int) -> TaggedExample:
@@ -190,12 +189,13 @@ def _from_record(record: dict, path: Path, number: int) -> TaggedExample:
     return make_example(text, spans, line=number, path=path)
 
 
-def read_tagged(path: str | Path) -> list[TaggedExample]:
+def read_tagged(path: str | Path, encoding: str = "auto") -> list[TaggedExample]:
     """A NER file: ``.conll`` / ``.txt`` / ``.bio`` columns, or ``.jsonl``."""
     path = Path(path)
     if not path.exists():
         raise DataError(path, "no such file")
-    examples = read_ner_jsonl(path) if path.suffix.lower() in (".jsonl", ".json") else read_conll(path)
+    jsonl = path.suffix.lower() in (".jsonl", ".json")
+    examples = read_ner_jsonl(path, encoding) if jsonl else read_conll(path, encoding)
     if not examples:
         raise DataError(path, "the file holds no examples")
     return examples

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lmcraft.data.errors import DataError
-from lmcraft.data.readers import jsonl_records
+from lmcraft.data.readers import jsonl_records, read_text, text_lines
 
 
 @dataclass(frozen=True)
@@ -25,7 +25,8 @@ class Pair:
     line: int = field(default=0, compare=False)  # line of the source file, for error messages
 
 
-def read_pairs(path: str | Path, source_field: str = "source", target_field: str = "target") -> list[Pair]:
+def read_pairs(path: str | Path, source_field: str = "source", target_field: str = "target",
+               encoding: str = "auto") -> list[Pair]:
     """All pairs of a JSONL or two-column TSV file."""
     path = Path(path)
     if not path.exists():
@@ -33,9 +34,9 @@ def read_pairs(path: str | Path, source_field: str = "source", target_field: str
     suffix = path.suffix.lower()
     if suffix in (".jsonl", ".json"):
         pairs = [Pair(_text(path, n, record, source_field), _text(path, n, record, target_field), n)
-                 for n, record in jsonl_records(path)]
+                 for n, record in jsonl_records(path, encoding)]
     elif suffix == ".tsv":
-        pairs = _read_tsv(path, source_field, target_field)
+        pairs = _read_tsv(path, source_field, target_field, encoding)
     else:
         raise DataError(path, f"unknown file type {path.suffix!r}; pairs are read from .jsonl or .tsv")
     if not pairs:
@@ -55,20 +56,18 @@ def _text(path: Path, number: int, record: dict, name: str) -> str:
     return value
 
 
-def _read_tsv(path: Path, source_field: str, target_field: str) -> list[Pair]:
+def _read_tsv(path: Path, source_field: str, target_field: str, encoding: str) -> list[Pair]:
     pairs = []
-    with path.open(encoding="utf-8") as f:
-        for number, raw in enumerate(f, start=1):
-            line = raw.rstrip("\r\n")
-            if not line.strip():
-                continue
-            columns = line.split("\t")
-            if number == 1 and columns == [source_field, target_field]:
-                continue
-            if len(columns) != 2:
-                raise DataError(path, f"expected 2 tab-separated columns, found {len(columns)}", line=number)
-            for name, value in zip((source_field, target_field), columns, strict=True):
-                if not value.strip():
-                    raise DataError(path, "empty", line=number, field=name)
-            pairs.append(Pair(columns[0], columns[1], number))
+    for number, line in enumerate(text_lines(read_text(path, encoding)), start=1):
+        if not line.strip() and "\t" not in line:
+            continue
+        columns = line.split("\t")
+        if number == 1 and [c.strip() for c in columns] == [source_field, target_field]:
+            continue
+        if len(columns) != 2:
+            raise DataError(path, f"expected 2 tab-separated columns, found {len(columns)}", line=number)
+        for name, value in zip((source_field, target_field), columns, strict=True):
+            if not value.strip():
+                raise DataError(path, "empty", line=number, field=name)
+        pairs.append(Pair(columns[0], columns[1], number))
     return pairs

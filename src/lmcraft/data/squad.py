@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from lmcraft.data.errors import DataError
+from lmcraft.data.readers import read_text
 
 # A JSON string (skipped whole, so braces inside it do not count) or an object's opening brace.
 _STRING_OR_BRACE = re.compile(r'"(?:[^"\\]|\\.)*"|\{')
@@ -101,7 +102,7 @@ class _Checker:
         return value
 
 
-def read_squad(path: str | Path, *, labelled: bool = True) -> list[QAExample]:
+def read_squad(path: str | Path, *, labelled: bool = True, encoding: str = "auto") -> list[QAExample]:
     """All questions of a SQuAD / CMRC 2018 JSON file, in file order.
 
     With ``labelled=False`` (files to predict on) questions may come without answers; answers that are
@@ -110,13 +111,15 @@ def read_squad(path: str | Path, *, labelled: bool = True) -> list[QAExample]:
     path = Path(path)
     if not path.exists():
         raise DataError(path, "no such file")
-    text = path.read_text(encoding="utf-8-sig")
+    text = read_text(path, encoding)
     if not text.strip():
         raise DataError(path, "the file is empty")
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as e:
         raise DataError(path, f"malformed JSON ({e.msg} at column {e.colno})", line=e.lineno) from None
+    except (ValueError, RecursionError) as e:  # an integer of more than 4,300 digits, nesting too deep
+        raise DataError(path, f"malformed JSON ({str(e).splitlines()[0][:200] or type(e).__name__})") from None
     lines = _Lines(text, doc)
     check = _Checker(path, lines)
     if not isinstance(doc, dict) or "data" not in doc:

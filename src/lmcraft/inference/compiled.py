@@ -12,14 +12,22 @@ weights: it times inductor's own matrix kernels against MKL's and keeps the fast
 answering one request at a time wants; measured here it is slower on large batches. The other, built
 without autotuning, takes batches of any size.
 
-``lmcraft predict`` and ``lmcraft evaluate`` use the packages when they were built from the model's current
-``config.json`` and weights, with this version of torch, for this CPU's instruction set; otherwise they
-warn and run the model as usual. Saving a model directory again removes its ``compiled/`` folder.
+A package is native code: loading it runs it. So a package is loaded only when asked for
+(``lmcraft predict --compiled``, ``Predictor(compiled=True)``), or, without asking, when this user built it
+on this machine: ``lmcraft compile`` records each package's SHA-256 in the user's own
+``~/.config/lmcraft/trusted-packages.json`` (``$XDG_CONFIG_HOME/lmcraft/`` when set), and ``lmcraft
+predict`` / ``lmcraft evaluate`` use a package whose hash is listed there. A model directory received from
+someone else never runs its ``compiled/`` folder unless ``--compiled`` is given.
+
+Either way the packages are used only when they were built from the model's current ``config.json`` and
+weights, with this version of torch, for this CPU's instruction set; otherwise a warning says so and the
+model runs as usual. Saving a model directory again removes its ``compiled/`` folder.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -32,6 +40,34 @@ from lmcraft.fsutil import sha256_of, write_json
 SUBDIR = "compiled"
 KINDS = ("one", "batch")  # a package for single texts, one for batches
 Batch = dict[str, torch.Tensor]
+
+
+def trust_file() -> Path:
+    """The user's own list of packages built on this machine (SHA-256 -> path)."""
+    base = os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config"
+    return Path(base) / "lmcraft" / "trusted-packages.json"
+
+
+def trusted_hashes() -> dict[str, str]:
+    try:
+        data = json.loads(trust_file().read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    packages = data.get("packages") if isinstance(data, dict) else None
+    return packages if isinstance(packages, dict) else {}
+
+
+def trust(packages: list[Path]) -> None:
+    """Record ``packages`` (just built here) as trusted: their hashes go into the user's ``trust_file()``."""
+    file = trust_file()
+    file.parent.mkdir(parents=True, exist_ok=True)
+    write_json(file, {"packages": {**trusted_hashes(), **{sha256_of(p): str(p.resolve()) for p in packages}}})
+
+
+def is_trusted(model_dir: str | Path, head: str) -> bool:
+    """Whether every package of ``head`` is one this user built on this machine (its hash is recorded)."""
+    known = trusted_hashes()
+    return all(sha256_of(package_path(model_dir, head, kind)) in known for kind in KINDS)
 
 
 def package_path(model_dir: str | Path, head: str, kind: str) -> Path:
@@ -119,21 +155,34 @@ def compile_classifier(model_dir: str | Path, head: str | None = None, *, max_ba
         staging.replace(package)
         packages.append(package)
     write_json(stamp, {**stamp_of(model_dir, task.head), "inputs": inputs, "max_batch": max_batch})
+    trust(packages)
     return packages
 
 
-def load_compiled(model_dir: str | Path, head: str) -> Callable[[Batch], torch.Tensor] | None:
+def load_compiled(model_dir: str | Path, head: str, *, trusted_only: bool = False
+                  ) -> Callable[[Batch], torch.Tensor] | None:
     """The packages of ``head`` as a function from a collated batch to probabilities (B, C), or None when
     there are none, or (with a warning that says why) when they were built for other weights, another
-    torch or another CPU."""
+    torch or another CPU, or, with ``trusted_only``, when this user did not build them on this machine."""
     stamp_file = stamp_path(model_dir, head)
     if not stamp_file.exists():
         return None
-    built = json.loads(stamp_file.read_text(encoding="utf-8"))
-    changed = [key for key, value in stamp_of(model_dir, head).items() if built.get(key) != value]
+    try:
+        built = json.loads(stamp_file.read_text(encoding="utf-8"))
+        changed = [key for key, value in stamp_of(model_dir, head).items() if built.get(key) != value]
+    except (OSError, ValueError, AttributeError) as e:
+        warnings.warn(f"{stamp_file}: unreadable ({e}); running the model without its packages", stacklevel=2)
+        return None
     if changed:
         warnings.warn(f"{stamp_file.parent} holds packages built for another {', '.join(changed)}; running the "
                       f"model without them (rebuild them with `lmcraft compile {model_dir}`)", stacklevel=2)
+        return None
+    if not all(package_path(model_dir, head, kind).exists() for kind in KINDS):
+        return None
+    if trusted_only and not is_trusted(model_dir, head):
+        warnings.warn(f"{stamp_file.parent} holds native packages that were not built by `lmcraft compile` on this "
+                      f"machine by this user; running the model without them (give --compiled to run them, or "
+                      f"rebuild them with `lmcraft compile {model_dir}`)", stacklevel=2)
         return None
     runners = {kind: torch._inductor.aoti_load_package(str(package_path(model_dir, head, kind))) for kind in KINDS}
 

@@ -2,7 +2,8 @@
 
 It finds the task of the model's head in the registry (a multi-task model: the head asked for, else the
 first task head), and runs it as asked: int8-quantized linear layers, a backbone compiled with
-``torch.compile``, or the ahead-of-time package that ``lmcraft compile`` built. ``lmcraft predict``,
+``torch.compile``, or the ahead-of-time package that ``lmcraft compile`` built (native code: only when
+asked, or when this user built it on this machine; see ``inference/compiled.py``). ``lmcraft predict``,
 ``lmcraft evaluate``, the fine-tuning stage's test report and ``lmcraft chat`` go through it; so does the
 HTTP server.
 """
@@ -13,7 +14,7 @@ import dataclasses
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -47,7 +48,9 @@ class Predictor:
         head: which task head, when the model has several.
         int8: quantize the linear layers to int8 (dynamic quantization, CPU).
         compile: compile the backbone with ``torch.compile`` (encoders).
-        compiled: use the ahead-of-time package of ``lmcraft compile`` when it matches the weights.
+        compiled: the ahead-of-time package of ``lmcraft compile`` (native code): False (the default) never
+            loads one; True loads it when it matches the weights; "trusted" loads it when it matches and
+            this user built it on this machine (its hash is in ``~/.config/lmcraft/trusted-packages.json``).
         settings: task settings to replace (``num_beams``, ``no_repeat_ngram`` of a generation task).
         fields: which fields of an input object hold the text, the pair, the source…
         require_task: refuse a model without a task head (a pretrained encoder or decoder); without it such a
@@ -55,7 +58,7 @@ class Predictor:
     """
 
     def __init__(self, model_dir: str | Path | tuple[Model, TextTokenizer], *, head: str | None = None,
-                 int8: bool = False, compile: bool = False, compiled: bool = True,
+                 int8: bool = False, compile: bool = False, compiled: bool | Literal["trusted"] = False,
                  settings: dict[str, Any] | None = None, fields: Fields | None = None,
                  require_task: bool = True) -> None:
         if isinstance(model_dir, tuple):
@@ -83,14 +86,15 @@ class Predictor:
                                  "decodes step by step with its cache and is not compiled")
             self.model.compile_backbone()
         self.model.eval()
-        self.compiled = self._compiled() if compiled and not (int8 or compile) else None
+        self.compiled = self._compiled(trusted_only=compiled == "trusted") if compiled and not (int8 or compile) \
+            else None
 
-    def _compiled(self) -> Callable[[dict[str, torch.Tensor]], torch.Tensor] | None:
+    def _compiled(self, *, trusted_only: bool) -> Callable[[dict[str, torch.Tensor]], torch.Tensor] | None:
         if self.task is None or not self.task.compilable or self.model_dir is None:
             return None
         from lmcraft.inference.compiled import load_compiled
 
-        package = load_compiled(self.model_dir, self.task.head)
+        package = load_compiled(self.model_dir, self.task.head, trusted_only=trusted_only)
         if package is not None:
             print(f"using the compiled package of head {self.task.head!r} (lmcraft compile)", file=sys.stderr)
         return package

@@ -16,7 +16,6 @@ export applies them backwards, so the two cannot drift apart.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,14 @@ from safetensors.torch import load_file
 from tokenizers import Tokenizer
 from tokenizers.implementations import BertWordPieceTokenizer
 
+from lmcraft.model.checks import (
+    ModelDirError,
+    check_architecture,
+    check_weight_shapes,
+    load_error,
+    read_json_object,
+    weight_shapes,
+)
 from lmcraft.model.heads import Model
 from lmcraft.model.transformer import TransformerConfig
 from lmcraft.tokenizer import TextTokenizer
@@ -55,16 +62,41 @@ def is_hf_dir(path: str | Path) -> bool:
     file = Path(path) / "config.json"
     if not file.exists():
         return False
-    config = json.loads(file.read_text(encoding="utf-8"))
+    config = read_json_object(file)
     return "model_type" in config and "format" not in config
 
 
+# lmcraft's sizes and their names in each family's config.json (None: optional there)
+ENCODER_SIZES = {"vocab_size": "vocab_size", "n_layer": "num_hidden_layers", "d_model": "hidden_size",
+                 "n_head": "num_attention_heads", "d_ff": "intermediate_size", "max_len": "max_position_embeddings"}
+HF_SIZES = {"bert": ENCODER_SIZES, "roberta": ENCODER_SIZES,
+            "gpt2": {"vocab_size": "vocab_size", "n_layer": "n_layer", "d_model": "n_embd", "n_head": "n_head",
+                     "max_len": "n_positions", "d_ff": "n_inner"},
+            "llama": {**ENCODER_SIZES, "n_kv_head": "num_key_value_heads", "head_dim": "head_dim"}}
+HF_SIZES["qwen2"] = HF_SIZES["llama"]
+OPTIONAL_SIZES = ("n_inner", "num_key_value_heads", "head_dim")
+
+
 def read_hf_config(path: str | Path) -> dict[str, Any]:
+    """A transformers ``config.json`` whose sizes are checked (present, in range, under the parameter
+    limit) before anything is built from it."""
     file = Path(path) / "config.json"
-    config = json.loads(file.read_text(encoding="utf-8"))
+    config = read_json_object(file)
     family = config.get("model_type")
     if family not in FAMILIES:
-        raise ValueError(f"{file}: model_type {family!r} is not supported; lmcraft converts {', '.join(FAMILIES)}")
+        raise ModelDirError(file, f"model_type {family!r} is not supported; lmcraft converts {', '.join(FAMILIES)}")
+    names = HF_SIZES[family]
+    arch: dict[str, Any] = {}
+    for ours, theirs in names.items():
+        if config.get(theirs) is None:
+            if theirs in OPTIONAL_SIZES:
+                continue
+            raise ModelDirError(file, f"missing field {theirs!r}")
+        arch[ours] = config[theirs]
+    arch["activation"] = "swiglu" if family in ("llama", "qwen2") else "gelu"
+    if family == "gpt2" and "d_ff" not in arch and isinstance(arch.get("d_model"), int):
+        arch["d_ff"] = 4 * arch["d_model"]
+    check_architecture(file, arch, names)
     return config
 
 
@@ -74,17 +106,27 @@ def read_hf_weights(path: str | Path) -> dict[str, torch.Tensor]:
     path = Path(path)
     single, index = path / "model.safetensors", path / "model.safetensors.index.json"
     if single.exists():
-        return load_file(str(single))
+        return _load_safetensors(single)
     if index.exists():
-        shards = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
+        weight_map = read_json_object(index).get("weight_map")
+        if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+            raise ModelDirError(index, "no 'weight_map' from tensor names to shard files")
         state: dict[str, torch.Tensor] = {}
-        for shard in shards:
-            state.update(load_file(str(path / shard)))
+        for shard in sorted(set(weight_map.values())):
+            state.update(_load_safetensors(path / Path(shard).name))
         return state
     if any(path.glob("*.bin")):
         raise ValueError(f"{path}: only pickled .bin weights; lmcraft reads safetensors only (convert them with "
                          "transformers' save_pretrained(safe_serialization=True))")
     raise FileNotFoundError(f"{path}: no model.safetensors")
+
+
+def _load_safetensors(file: Path) -> dict[str, torch.Tensor]:
+    weight_shapes(file)  # a truncated or corrupted file: one line naming it
+    try:
+        return load_file(str(file))
+    except Exception as e:  # SafetensorError
+        raise ModelDirError(file, f"unreadable ({e})") from None
 
 
 def _activation(name: str, field: str) -> str:
@@ -305,9 +347,13 @@ def hf_tokenizer(path: str | Path, hf: dict[str, Any]) -> TextTokenizer:
     settings: dict[str, Any] = {}
     for name in ("tokenizer_config.json", "special_tokens_map.json"):
         if (path / name).exists():
-            settings.update(json.loads((path / name).read_text(encoding="utf-8")))
+            settings.update(read_json_object(path / name))
     if (path / "tokenizer.json").exists():
-        tok = Tokenizer.from_file(str(path / "tokenizer.json"))
+        try:
+            tok = Tokenizer.from_file(str(path / "tokenizer.json"))
+        except Exception as e:  # tokenizers raises a bare Exception for malformed files
+            detail = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+            raise ModelDirError(path / "tokenizer.json", f"not a tokenizer lmcraft can read ({detail})") from None
     elif (path / "vocab.txt").exists():
         tok = BertWordPieceTokenizer(str(path / "vocab.txt"), lowercase=settings.get("do_lower_case", True))._tokenizer
     else:
@@ -360,7 +406,12 @@ def load_hf_dir(path: str | Path, *, heads: bool = True) -> tuple[Model, TextTok
     cfg = to_transformer_config(hf)
     theirs = read_hf_weights(path)
     base = backbone_prefix(family, theirs)
-    state = apply_rules(backbone_rules(family, cfg), theirs, base)
+    weights = path / "model.safetensors"
+    try:
+        state = apply_rules(backbone_rules(family, cfg), theirs, base)
+    except (ValueError, RuntimeError) as e:  # a tensor missing, or of a size config.json does not give
+        raise load_error(weights, e) from None
+    check_weight_shapes(weights, {k: tuple(v.shape) for k, v in state.items()}, cfg.to_dict())
     specs: dict[str, dict[str, object]] = {}
     if heads:
         kind = encoder_head(hf, theirs, base) if family in ("bert", "roberta") else None
@@ -370,14 +421,20 @@ def load_hf_dir(path: str | Path, *, heads: bool = True) -> tuple[Model, TextTok
                            "classify": {"kind": "classify", "n_labels": len(labels), "labels": labels,
                                         "pooling": "pooler"},
                            "tag": {"kind": "tag", "n_labels": len(labels), "labels": labels}}[kind]
-            state.update(apply_rules(head_rules(family, kind, base), theirs))
+            try:
+                state.update(apply_rules(head_rules(family, kind, base), theirs))
+            except (ValueError, RuntimeError) as e:
+                raise load_error(weights, e) from None
         if family == "gpt2" or (family in ("llama", "qwen2") and hf.get("tie_word_embeddings", False)):
             specs["lm"] = {"kind": "lm", "tied": True}
         elif family in ("llama", "qwen2") and "lm_head.weight" in theirs:
             specs["lm"] = {"kind": "lm", "tied": False}
             state.update(apply_rules(head_rules(family, "lm_untied", base), theirs))
     model = Model(cfg, specs)
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as e:
+        raise load_error(weights, e) from None
     missing = [k for k in missing if not k.endswith(("position_table", "inv_freq"))]
     if missing or unexpected:
         raise ValueError(f"{path}: conversion left {missing[:5]} unset and {unexpected[:5]} unused")

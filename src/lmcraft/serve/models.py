@@ -39,7 +39,8 @@ class ServedModel:
 
     @classmethod
     def load(cls, name: str, directory: Path, cfg: ServeConfig) -> ServedModel:
-        predictor = Predictor(directory, int8=cfg.int8, compiled=cfg.compiled, require_task=False)
+        predictor = Predictor(directory, int8=cfg.int8, compiled=True if cfg.compiled else "trusted",
+                              require_task=False)
         model, task = predictor.model, predictor.task
         capabilities = []
         if task is not None:

@@ -24,5 +24,6 @@ class ServeConfig:
     max_new_tokens: int = opt(256, "the most tokens a completion may ask for")
     timeout: float = opt(60.0, "seconds a request may take; then it is answered 504")
     int8: bool = opt(False, "int8 dynamic quantization of the linear layers (CPU)")
-    compiled: bool = opt(False, "use the packages of `lmcraft compile` (built on this machine) for classifiers")
+    compiled: bool = opt(False, "use the packages of `lmcraft compile` for classifiers even when this user did not "
+                                "build them here (native code: trust the directory first)")
     threads: int = opt(0, "torch threads for inference (0: torch's default)")

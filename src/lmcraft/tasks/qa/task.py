@@ -138,7 +138,7 @@ class ExtractiveQA(Task):
 
     @classmethod
     def read(cls, path: Path, fields: Fields, *, labelled: bool = True) -> list[QAExample]:
-        return read_squad(path, labelled=labelled)
+        return read_squad(path, labelled=labelled, encoding=fields.encoding)
 
     @classmethod
     def for_data(cls, splits: Splits, files: dict[str, Path], tokenizer: TextTokenizer, options: QAOptions, *,

@@ -78,7 +78,7 @@ def _entity(path: Path, number: int, record: dict, role: str, text: str) -> Enti
     return Entity(start, end, kind)
 
 
-def read_relations(path: str | Path, *, labelled: bool = True) -> list[RelationExample]:
+def read_relations(path: str | Path, *, labelled: bool = True, encoding: str = "auto") -> list[RelationExample]:
     """All examples of a JSONL file, one a line::
 
         {"text": "...", "head": {"start": 0, "end": 3, "type": "PER"}, "tail": {...}, "relation": "..."}
@@ -89,7 +89,8 @@ def read_relations(path: str | Path, *, labelled: bool = True) -> list[RelationE
     naming the file, the line and the field, before any training starts.
     """
     path = Path(path)
-    examples = [relation_example(path, number, record, labelled=labelled) for number, record in jsonl_records(path)]
+    examples = [relation_example(path, number, record, labelled=labelled)
+                for number, record in jsonl_records(path, encoding)]
     if not examples:
         raise DataError(path, "the file holds no examples")
     return examples

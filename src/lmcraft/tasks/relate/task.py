@@ -216,7 +216,7 @@ class RelationExtraction(Task):
 
     @classmethod
     def read(cls, path: Path, fields: Fields, *, labelled: bool = True) -> list[RelationExample]:
-        return read_relations(path, labelled=labelled)
+        return read_relations(path, labelled=labelled, encoding=fields.encoding)
 
     @classmethod
     def for_data(cls, splits: Splits, files: dict[str, Path], tokenizer: TextTokenizer, options: Any, *,

@@ -93,7 +93,7 @@ class Chat(Seq2Seq):
 
     @classmethod
     def read(cls, path: Path, fields: Fields, *, labelled: bool = True) -> list[Any]:
-        return read_chat_jsonl(path)
+        return read_chat_jsonl(path, fields.encoding)
 
     @classmethod
     def for_data(cls, splits: Splits, files: dict[str, Path], tokenizer: TextTokenizer, options: GenerationOptions,

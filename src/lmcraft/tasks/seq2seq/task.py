@@ -82,7 +82,8 @@ class Seq2Seq(Task):
 
     @classmethod
     def read(cls, path: Path, fields: Fields, *, labelled: bool = True) -> list[Any]:
-        return read_pairs(path, source_field=fields.source_field, target_field=fields.target_field)
+        return read_pairs(path, source_field=fields.source_field, target_field=fields.target_field,
+                          encoding=fields.encoding)
 
     @classmethod
     def for_data(cls, splits: Splits, files: dict[str, Path], tokenizer: TextTokenizer, options: GenerationOptions,

@@ -83,7 +83,7 @@ class Tag(Task):
 
     @classmethod
     def read(cls, path: Path, fields: Fields, *, labelled: bool = True) -> list[TaggedExample]:
-        return read_tagged(path)
+        return read_tagged(path, fields.encoding)
 
     @classmethod
     def for_data(cls, splits: Splits, files: dict[str, Path], tokenizer: TextTokenizer, options: TagOptions, *,
