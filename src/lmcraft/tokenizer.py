@@ -26,14 +26,35 @@ KINDS = ("wordpiece", "bpe")
 ROLES_FILE = "special_tokens.json"  # written next to tokenizer.json when the roles are not the defaults
 
 
-# Word-piece decoding puts a space between every two words; Chinese text has none between characters.
-_CJK = r"\u3000-\u303f\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff00-\uffef"
+# CJK ideographs (the unified blocks, extension A and the compatibility block), then with CJK punctuation
+# and full-width forms. Word-piece decoding puts a space between every two words; Chinese text has none
+# between characters.
+_HAN = r"\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
+_CJK = rf"\u3000-\u303f{_HAN}\uff00-\uffef"
+_HAN_CHAR = re.compile(f"[{_HAN}]")
+CJK_HEAVY = 0.3  # a text whose non-space characters are at least this share ideographs is treated as Chinese
 _SPACE_NEAR_CJK = re.compile(rf"(?<=[{_CJK}])\s+|\s+(?=[{_CJK}])")
 
 
 def without_cjk_spaces(text: str) -> str:
     """``text`` without the spaces next to Chinese characters and punctuation."""
     return _SPACE_NEAR_CJK.sub("", text).strip()
+
+
+def cjk_share(texts: Iterable[str]) -> float:
+    """The share of CJK ideographs among the non-space characters of ``texts`` (0 for no characters)."""
+    han = other = 0
+    for text in texts:
+        n_han = len(_HAN_CHAR.findall(text))
+        han += n_han
+        other += len(text) - sum(ch.isspace() for ch in text) - n_han
+    return han / max(han + other, 1)
+
+
+def recommended_kind(texts: Iterable[str]) -> str:
+    """The tokenizer kind for text like ``texts``: WordPiece (a token per CJK character) for Chinese-heavy
+    text, byte-level BPE otherwise."""
+    return "wordpiece" if cjk_share(texts) >= CJK_HEAVY else "bpe"
 
 
 def default_roles() -> dict[str, str | None]:

@@ -211,8 +211,7 @@ class Classify(Task):
     def baseline(splits: Splits, files: dict[str, Path]) -> dict[str, Any]:
         from lmcraft.tasks.classify.baseline import tfidf_baseline
 
-        result = tfidf_baseline(splits["train"], splits["dev"], splits["test"])
-        return {"name": "TF-IDF character n-grams + logistic regression", "test": result["test"]}
+        return tfidf_baseline(splits["train"], splits["dev"], splits["test"])
 
 
 class ClassifyMetrics:
