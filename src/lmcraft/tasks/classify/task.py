@@ -68,6 +68,10 @@ class Classify(Task):
         return read_examples(path, fields, labelled=labelled)
 
     @classmethod
+    def texts(cls, examples: Sequence[Example]) -> list[str]:
+        return [t for ex in examples for t in (ex.text, ex.pair) if t is not None]
+
+    @classmethod
     def for_data(cls, splits: Splits, files: dict[str, Path], tokenizer: TextTokenizer, options: ClassifyOptions, *,
                  metric: str, fields: Fields) -> Classify:
         labels = sorted({ex.label for ex in splits["train"]})

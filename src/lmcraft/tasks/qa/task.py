@@ -247,6 +247,10 @@ class ExtractiveQA(Task):
         return read_squad(path, labelled=labelled)
 
     @classmethod
+    def texts(cls, examples: Sequence[QAExample]) -> list[str]:
+        return [t for ex in examples for t in (ex.question, ex.context)]
+
+    @classmethod
     def for_data(cls, splits: Splits, files: dict[str, Path], tokenizer: TextTokenizer, options: QAOptions, *,
                  metric: str, fields: Fields) -> ExtractiveQA:
         # Unanswerable questions in training (SQuAD 2.0 style) teach the model to abstain; without them it always

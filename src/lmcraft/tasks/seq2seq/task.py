@@ -106,6 +106,10 @@ class Seq2Seq(Task):
         return read_pairs(path, source_field=fields.source_field, target_field=fields.target_field)
 
     @classmethod
+    def texts(cls, examples: Sequence[Pair]) -> list[str]:
+        return [t for ex in examples for t in (ex.source, ex.target)]
+
+    @classmethod
     def for_data(cls, splits: Splits, files: dict[str, Path], tokenizer: TextTokenizer, options: GenerationOptions,
                  *, metric: str, fields: Fields) -> Seq2Seq:
         return cls._with_options(tokenizer, options, metric, layout=options.layout, task=cls.name)
@@ -368,6 +372,10 @@ class Chat(Seq2Seq):
     @classmethod
     def read(cls, path: Path, fields: Fields, *, labelled: bool = True) -> list[Conversation]:
         return read_chat_jsonl(path)
+
+    @classmethod
+    def texts(cls, examples: Sequence[Conversation]) -> list[str]:
+        return [turn.content for ex in examples for turn in ex.turns]
 
     @classmethod
     def for_data(cls, splits: Splits, files: dict[str, Path], tokenizer: TextTokenizer, options: GenerationOptions,
