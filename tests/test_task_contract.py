@@ -74,6 +74,8 @@ def test_every_registered_task_keeps_the_contract(name: str, tmp_path: Path, sen
     assert all(p.suffix in task_cls.extensions for p in ext.values())
     fields = Fields()
     splits = {split: task_cls.read(path, fields) for split, path in ext.items()}
+    texts = task_cls.texts(splits["train"])  # what a tokenizer trained from scratch learns from
+    assert texts and all(isinstance(t, str) and t for t in texts)
     tokenizer = TextTokenizer.load(zh_tokenizer_dir)
     options = options_for(TaskOptions(), task_cls)
     decoder = task_cls.wants_decoder(options)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ from lmcraft.stage import finish_stage, run_summary
 from lmcraft.stage_options import FinetuneConfig, InitOptions, LoraOptions, options_for
 from lmcraft.tasks.contract import Splits, Task
 from lmcraft.tasks.registry import task_class
-from lmcraft.tokenizer import TextTokenizer
+from lmcraft.tokenizer import TextTokenizer, recommended_kind, train_tokenizer
 from lmcraft.train.loop import train
 
 
@@ -95,6 +96,17 @@ def start_model(start: InitOptions, model_options: ModelOptions, *, decoder: boo
     return model, tokenizer, pretrained, parent_card
 
 
+def tokenizer_from_data(texts: list[str], out: Path, *, vocab_size: int = 8000) -> Path:
+    """A tokenizer learnt from ``texts`` (WordPiece for Chinese-heavy text, byte-level BPE otherwise), saved
+    under ``out``: what a model trained from scratch without ``--tokenizer`` reads with."""
+    kind = recommended_kind(texts)
+    tokenizer = train_tokenizer(texts, kind=kind, vocab_size=vocab_size)
+    TextTokenizer(tokenizer).save(out / "tokenizer")
+    print(f"no --tokenizer given: trained a {kind} tokenizer ({tokenizer.get_vocab_size():,} tokens) on the "
+          f"{len(texts):,} training texts, saved to {out / 'tokenizer'}")
+    return out / "tokenizer"
+
+
 def _saver(model: Model, tokenizer: TextTokenizer) -> Any:
     def save_best(path: Path, state: dict[str, torch.Tensor]) -> None:
         save_model_dir(path, model, tokenizer, state=state, extra={"stage": "finetune"})
@@ -138,6 +150,9 @@ def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     splits, files = load_splits(cfg)
     if cfg.max_train_examples > 0:
         splits["train"] = splits["train"][: cfg.max_train_examples]
+    if not cfg.start.init and not cfg.start.tokenizer:  # the run card then names the tokenizer it trained
+        trained = tokenizer_from_data(task_cls.texts(splits["train"]), Path(cfg.out))
+        cfg = replace(cfg, start=replace(cfg.start, tokenizer=str(trained)))
     model, tokenizer, pretrained, parent_card = start_model(
         cfg.start, cfg.model, decoder=task_cls.wants_decoder(options), generates=task_cls.generates,
         seed=cfg.train.seed, keep_head=task_cls.continues_head(options))

@@ -2,7 +2,8 @@
 
 prepare data → train the tokenizer → pretrain an encoder (MLM) → fine-tune it → evaluate the best
 checkpoint on test → save; then, for comparison on the same split, the same architecture fine-tuned from
-random initialisation with the same budget, and a classic TF-IDF + logistic-regression baseline.
+random initialisation with the same budget, and the task's classic baseline (for classification, the best
+TF-IDF linear model on dev: ``tasks/classify/baseline.py``).
 """
 
 from __future__ import annotations
@@ -59,8 +60,8 @@ class Recipe:
     max_train_examples: int = opt(0, "fine-tune on the first N training examples only (0: all)")
     scratch_lr: float = opt(0.0, "learning rate of the from-scratch comparison; 0 uses finetune.lr")
     compare_scratch: bool = opt(True, "also fine-tune the same architecture from random initialisation")
-    baseline: bool = opt(True, "also fit the task's classic baseline on the same split: TF-IDF + logistic "
-                               "regression (classify), a CRF over character features (tag)…")
+    baseline: bool = opt(True, "also fit the task's classic baseline on the same split: the best TF-IDF "
+                               "linear model on dev (classify), a CRF over character features (tag)…")
     progress: bool = opt(True, "show progress bars")
 
 

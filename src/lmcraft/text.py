@@ -48,6 +48,7 @@ from __future__ import annotations
 import itertools
 import re
 import unicodedata
+from collections.abc import Iterable
 from functools import cache
 
 # --- which characters are CJK ------------------------------------------------------------------------------
@@ -219,3 +220,16 @@ def split_sentences(text: str) -> list[str]:
     ['他说：“好。”', '然后走了。', 'Mr. Li came.', 'He sat down.']
     """
     return [text[s:e] for s, e in sentence_spans(text)]
+
+
+CJK_HEAVY = 0.3  # a text whose non-space characters are at least this share Han characters is treated as Chinese
+
+
+def cjk_share(texts: Iterable[str]) -> float:
+    """The share of Han characters among the non-space characters of ``texts`` (0 for no characters)."""
+    han = other = 0
+    for text in texts:
+        n_han = sum(map(is_han, text))
+        han += n_han
+        other += len(text) - sum(ch.isspace() for ch in text) - n_han
+    return han / max(han + other, 1)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
-from lmcraft.text import CJK_PUNCTUATION_RANGES, HAN_RANGES, char_class
+from lmcraft.text import CJK_HEAVY, CJK_PUNCTUATION_RANGES, HAN_RANGES, char_class, cjk_share
 
 PAD, UNK, CLS, SEP, MASK = "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"
 SPECIAL_TOKENS = [PAD, UNK, CLS, SEP, MASK]  # ids 0..4 in this order
@@ -36,6 +36,12 @@ _SPACE_NEAR_CJK = re.compile(rf"(?<=[{_CJK}])\s+|\s+(?=[{_CJK}])")
 def without_cjk_spaces(text: str) -> str:
     """``text`` without the spaces next to Chinese characters and punctuation."""
     return _SPACE_NEAR_CJK.sub("", text).strip()
+
+
+def recommended_kind(texts: Iterable[str]) -> str:
+    """The tokenizer kind for text like ``texts``: WordPiece (a token per CJK character) for Chinese-heavy
+    text, byte-level BPE otherwise."""
+    return "wordpiece" if cjk_share(texts) >= CJK_HEAVY else "bpe"
 
 
 def default_roles() -> dict[str, str | None]:

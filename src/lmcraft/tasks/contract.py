@@ -11,6 +11,7 @@ What a task provides, in the order a fine-tuning run uses it:
   file types of its split files), ``Options`` (a dataclass of its own settings, or ``NoOptions``) and
   ``options_section`` (the recipe section and ``--help`` group that holds them; tasks may share one);
 - ``read(path, fields)``: one split file → examples, every problem a ``DataError`` naming file and line;
+- ``texts(examples)``: the text the model reads in them (a tokenizer trained from scratch learns from it);
 - ``for_data(splits, files, tokenizer, options, metric)``: the task built from the training split (labels,
   tag sets), dev and test checked against it;
 - ``head_spec() -> HeadSpec`` (saved in config.json) and ``from_spec(spec, pad_id)``, its inverse;
@@ -112,6 +113,11 @@ class Task(abc.ABC):
     @abc.abstractmethod
     def read(cls, path: Path, fields: Fields, *, labelled: bool = True) -> list[Any]:
         """The examples of one file; problems are ``DataError``s naming the file, line and field."""
+
+    @classmethod
+    def texts(cls, examples: Sequence[Any]) -> list[str]:
+        """The text the model reads in ``examples``, for training a tokenizer: by default their ``text``."""
+        return [ex.text for ex in examples]
 
     @classmethod
     @abc.abstractmethod

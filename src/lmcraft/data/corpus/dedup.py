@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from lmcraft.text import CJK_RANGES
+from lmcraft.text import CJK_HEAVY, CJK_RANGES  # CJK_HEAVY or more of CJK characters: character shingles
 
 if TYPE_CHECKING:
     from datasketch import LeanMinHash
@@ -49,7 +49,6 @@ SCHEME = "affine32"  # datasketch's permutation scheme: uint32 hash values
 SEED = 1  # datasketch's default seed for the permutations
 LSH_WEIGHTS = (0.2, 0.8)  # (false positive, false negative) weights for datasketch's choice of bands
 CHAR_SHINGLE, WORD_SHINGLE = 5, 3
-CJK_HEAVY = 0.3  # this fraction of CJK characters or more: character shingles
 _WORD = re.compile(r"\w+")
 _BASE = np.uint64(0x100000001B3)  # the polynomial base of the rolling shingle hash (the 64-bit FNV prime)
 

@@ -68,6 +68,10 @@ class Classify(Task):
         return read_examples(path, fields, labelled=labelled)
 
     @classmethod
+    def texts(cls, examples: Sequence[Example]) -> list[str]:
+        return [t for ex in examples for t in (ex.text, ex.pair) if t is not None]
+
+    @classmethod
     def for_data(cls, splits: Splits, files: dict[str, Path], tokenizer: TextTokenizer, options: ClassifyOptions, *,
                  metric: str, fields: Fields) -> Classify:
         labels = sorted({ex.label for ex in splits["train"]})
@@ -211,8 +215,7 @@ class Classify(Task):
     def baseline(splits: Splits, files: dict[str, Path]) -> dict[str, Any]:
         from lmcraft.tasks.classify.baseline import tfidf_baseline
 
-        result = tfidf_baseline(splits["train"], splits["dev"], splits["test"])
-        return {"name": "TF-IDF character n-grams + logistic regression", "test": result["test"]}
+        return tfidf_baseline(splits["train"], splits["dev"], splits["test"])
 
 
 class ClassifyMetrics:

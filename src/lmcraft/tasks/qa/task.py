@@ -141,6 +141,10 @@ class ExtractiveQA(Task):
         return read_squad(path, labelled=labelled, encoding=fields.encoding)
 
     @classmethod
+    def texts(cls, examples: Sequence[QAExample]) -> list[str]:
+        return [t for ex in examples for t in (ex.question, ex.context)]
+
+    @classmethod
     def for_data(cls, splits: Splits, files: dict[str, Path], tokenizer: TextTokenizer, options: QAOptions, *,
                  metric: str, fields: Fields) -> ExtractiveQA:
         # Unanswerable questions in training (SQuAD 2.0 style) teach the model to abstain; without them it always

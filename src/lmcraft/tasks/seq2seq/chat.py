@@ -102,6 +102,10 @@ class Chat(Seq2Seq):
         return cls._with_options(tokenizer, options, metric, layout=DecoderLayout.name, role_ids=roles)
 
     @classmethod
+    def texts(cls, examples: Sequence[Conversation]) -> list[str]:
+        return [turn.content for ex in examples for turn in ex.turns]
+
+    @classmethod
     def wants_decoder(cls, options: GenerationOptions) -> bool:
         return True
 

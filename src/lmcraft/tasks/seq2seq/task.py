@@ -86,6 +86,10 @@ class Seq2Seq(Task):
                           encoding=fields.encoding)
 
     @classmethod
+    def texts(cls, examples: Sequence[Pair]) -> list[str]:
+        return [t for ex in examples for t in (ex.source, ex.target)]
+
+    @classmethod
     def for_data(cls, splits: Splits, files: dict[str, Path], tokenizer: TextTokenizer, options: GenerationOptions,
                  *, metric: str, fields: Fields) -> Seq2Seq:
         return cls._with_options(tokenizer, options, metric, layout=options.layout)
