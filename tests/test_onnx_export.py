@@ -143,3 +143,17 @@ def test_decoders_and_other_heads_are_refused(zh_tokenizer: TextTokenizer, tmp_p
     with pytest.raises(ValueError, match="classify, tag and span"):
         export_onnx(model_dir, tmp_path / "onnx", head="mlm")
     assert not (tmp_path / "onnx").exists()
+
+
+@pytest.mark.slow
+def test_minilm_embeddings_through_onnx(tmp_path: Path) -> None:
+    """The built-in all-MiniLM-L6-v2, a real BERT with segments: onnxruntime gives Predictor.embed's vectors."""
+    from lmcraft.model.builtin import resolve_model_dir
+
+    lines = ["The compiler crashed again, so I rewrote the parser in a weekend.", "Short one.",
+             "Politics is the art of looking for trouble."]
+    export_onnx(resolve_model_dir("all-minilm-l6-v2"), tmp_path / "onnx")
+    predictor = Predictor("all-minilm-l6-v2", require_task=False)
+    ids, mask = pad(predictor.tokenizer.encode(lines, max_len=predictor.max_len), predictor.tokenizer.pad_id)
+    out = run_onnx(tmp_path / "onnx", ids, mask)
+    close(out["embeddings"], torch.tensor(predictor.embed(lines)))

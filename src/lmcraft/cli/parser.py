@@ -40,7 +40,7 @@ lmcraft carries a Transformer language model through the whole process:
   fewshot     head vs prompt-based fine-tuning with k = 8..64 examples per class
   evaluate    metrics of a saved model on a labelled file
   predict     labels, entities, relations or answers for new inputs
-  export      write a model directory in the Hugging Face layout
+  export      write a model directory for transformers (--to hf) or onnxruntime (--to onnx)
   generate    continue a prompt with a decoder
   chat        talk to a dialogue model (fine-tuned with --task chat) in the terminal
   run         the whole process from a YAML recipe (e.g. recipes/quickstart-zh.yaml)
