@@ -160,11 +160,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    if args.to == "onnx":
+        from lmcraft.model.onnx_export import export_onnx
+
+        summary = export_onnx(args.model_dir, args.out_dir, head=args.head)
+        print(f"wrote {summary['out']}/model.onnx: {summary['kind']} ({', '.join(summary['inputs'])} -> "
+              f"{', '.join(summary['outputs'])}); run it with onnxruntime.InferenceSession; "
+              f"{summary['out']}/lmcraft_onnx.json says how")
+        return 0
     from lmcraft.model.export import export_hf
 
     summary = export_hf(args.model_dir, args.out_dir, head=args.head)
+    remote = ", trust_remote_code=True" if summary.get("remote_code") else ""
     print(f"wrote {summary['out']}: {summary['class']} ({summary['tensors']} tensors); load it with "
-          f"transformers.{summary['auto_class']}.from_pretrained({summary['out']!r})")
+          f"transformers.{summary['auto_class']}.from_pretrained({summary['out']!r}{remote})")
     return 0
 
 

@@ -42,7 +42,7 @@ lmcraft carries a Transformer language model through the whole process:
   evaluate    metrics of a saved model on a labelled file
   predict     labels, entities, relations, answers or outputs for new inputs
   serve       an HTTP server: predictions, OpenAI-compatible chat, embeddings, a playground
-  export      write a model directory in the Hugging Face layout
+  export      write a model directory for transformers (--to hf) or onnxruntime (--to onnx)
   generate    continue a prompt with a decoder
   chat        talk to a dialogue model (fine-tuned with --task chat) in the terminal
   run         the whole process from a YAML recipe (e.g. recipes/quickstart-zh.yaml)
@@ -222,15 +222,25 @@ def build_parser() -> argparse.ArgumentParser:
     add_arguments(p, ServeConfig, skip=("models",))
     p.set_defaults(func=cmd_serve)
 
-    p = sub.add_parser("export", help="write a model directory in the Hugging Face layout",
-                       description="Write MODEL_DIR so that transformers loads it with the matching AutoModelFor... "
-                                   "class: BERT or RoBERTa (masked LM, sequence or token classification, question "
-                                   "answering), GPT-2, Llama or Qwen2 (causal LM), label maps and tokenizer included.")
+    p = sub.add_parser("export", help="write a model directory for transformers (--to hf) or onnxruntime (--to onnx)",
+                       description="--to hf (default): write MODEL_DIR so that transformers loads it with the "
+                                   "matching AutoModelFor... class: BERT or RoBERTa (masked LM, sequence or token "
+                                   "classification, question answering), GPT-2, Llama or Qwen2 (causal LM), label "
+                                   "maps and tokenizer included. A classifier that pools with cls or mean is written "
+                                   "with a short modeling_lmcraft.py that transformers runs only with "
+                                   "trust_remote_code=True (docs/interop.md). "
+                                   "--to onnx: write OUT_DIR/model.onnx for an encoder head (classify: logits and "
+                                   "probabilities; tag: emissions, a CRF's Viterbi runs outside; qa: start and end "
+                                   "logits; a bare encoder or --head embeddings: mean-pooled unit-length sentence "
+                                   "embeddings), with dynamic batch and length, the tokenizer, and lmcraft_onnx.json "
+                                   "(inputs, outputs, labels, max length).")
     p.add_argument("model_dir", help="an lmcraft model directory (or a Hugging Face one)")
     p.add_argument("out_dir", help="directory to write (replaced atomically if it exists)")
-    p.add_argument("--to", choices=["hf"], default="hf", help="target layout (default: hf)")
+    p.add_argument("--to", choices=["hf", "onnx"], default="hf", help="target: hf (transformers layout, default) "
+                                                                      "or onnx (onnxruntime)")
     p.add_argument("--head", default=None, help="which head to export when the model has several (default: the "
-                                                "first of classify, tag, span, mlm, lm)")
+                                                "first of classify, tag, span, mlm, lm; with --to onnx also "
+                                                "'embeddings')")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("generate", help="continue a prompt with a decoder, streaming the text",

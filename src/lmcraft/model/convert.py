@@ -275,6 +275,9 @@ def head_rules(family: str, kind: str, base: str) -> list[Rule]:
                 Rule("heads.classify.pooler.bias", ("classifier.dense.bias",)),
                 Rule("heads.classify.proj.weight", ("classifier.out_proj.weight",)),
                 Rule("heads.classify.proj.bias", ("classifier.out_proj.bias",))]
+    if kind == "classify_pooled":  # mean or cls pooling: the linear layer alone (modeling_lmcraft.py)
+        return [Rule("heads.classify.proj.weight", ("classifier.weight",)),
+                Rule("heads.classify.proj.bias", ("classifier.bias",))]
     if kind == "tag":
         return [Rule("heads.tag.proj.weight", ("classifier.weight",)),
                 Rule("heads.tag.proj.bias", ("classifier.bias",))]

@@ -8,6 +8,7 @@ biases on Q, K, V only). The weights go through the same rules as the import (``
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,12 @@ CLASSES = {  # (family, head) -> transformers class; None: the bare model
     ("qwen2", None): "Qwen2Model",
 }
 
+# A classifier that pools with mean or cls has no transformers class: it goes out with modeling_lmcraft.py,
+# which transformers runs only when asked to (trust_remote_code=True).
+REMOTE_CODE = Path(__file__).with_name("modeling_lmcraft.py")
+REMOTE_CLASSES = {"bert": "LmcraftBertForSequenceClassification",
+                  "roberta": "LmcraftRobertaForSequenceClassification"}
+
 AUTO_CLASSES = (("ForSequenceClassification", "AutoModelForSequenceClassification"),
                 ("ForTokenClassification", "AutoModelForTokenClassification"),
                 ("ForQuestionAnswering", "AutoModelForQuestionAnswering"), ("ForMaskedLM", "AutoModelForMaskedLM"),
@@ -55,6 +62,11 @@ def family_of(cfg: TransformerConfig) -> str:
     raise ValueError("no transformers architecture holds this model exactly (BERT/RoBERTa: post-LN encoder with "
                      "learned positions and biases; GPT-2: pre-LN decoder with learned positions and no segments; "
                      f"Llama/Qwen2: rotary RMSNorm SwiGLU decoder); its architecture: {cfg.to_dict()}")
+
+
+def pooled_on_its_own(head: str | None, spec: dict[str, Any] | None) -> bool:
+    """A classifier pooling with mean or cls: transformers' classes cannot hold it (they read a pooler)."""
+    return head == "classify" and spec is not None and spec.get("pooling", "cls") != "pooler"
 
 
 def hf_config(cfg: TransformerConfig, family: str, head: str | None, spec: dict[str, Any] | None) -> dict[str, Any]:
@@ -84,6 +96,13 @@ def hf_config(cfg: TransformerConfig, family: str, head: str | None, spec: dict[
         labels = list(spec["labels"])
         config.update(id2label=dict(enumerate(labels)), label2id={name: i for i, name in enumerate(labels)},
                       num_labels=len(labels))
+    if pooled_on_its_own(head, spec):
+        remote = REMOTE_CLASSES[family]
+        module = REMOTE_CODE.stem  # a model_type of its own: without trust_remote_code transformers refuses it
+        config.update(model_type=f"lmcraft_{family}", architectures=[remote],
+                      lmcraft_pooling=str((spec or {}).get("pooling", "cls")),
+                      auto_map={"AutoConfig": f"{module}.Lmcraft{family.title()}Config",
+                                "AutoModelForSequenceClassification": f"{module}.{remote}"})
     return config
 
 
@@ -106,11 +125,10 @@ def export_state(model: Model, family: str, head: str | None) -> dict:
                             "qwen2": "model."}[family]
     state = reverse_rules(backbone_rules(family, cfg), ours, cfg, prefix=base)
     if head == "classify":
-        if spec is None or spec.get("pooling") != "pooler":
-            pooling = spec.get("pooling") if spec else None
-            raise ValueError(f"transformers' {CLASSES[family, 'classify']} reads BERT's pooler; this classifier "
-                             f"pools with {pooling!r}. Fine-tune with --pooling pooler to export it")
-        state.update(reverse_rules(head_rules(family, "classify", base), ours, cfg))
+        if family not in ("bert", "roberta"):
+            raise ValueError(f"a classification head exports only with an encoder (BERT, RoBERTa), not with {family}")
+        kind = "classify_pooled" if pooled_on_its_own(head, spec) else "classify"
+        state.update(reverse_rules(head_rules(family, kind, base), ours, cfg))
     elif head in ("tag", "span"):
         if spec is not None and spec.get("crf"):
             raise ValueError("transformers' token classifiers have no CRF layer; this tagger decodes with one. "
@@ -153,7 +171,10 @@ def export_hf(model_dir: str | Path, out_dir: str | Path, *, head: str | None = 
         write_json(staging / "config.json", config)
         save_file(state, str(staging / "model.safetensors"), metadata={"format": "pt"})
         tokenizer_files(tokenizer, staging, model.input_tokens)
+        remote = "auto_map" in config
+        if remote:
+            shutil.copyfile(REMOTE_CODE, staging / REMOTE_CODE.name)
     auto = next((a for suffix, a in AUTO_CLASSES if config["architectures"][0].endswith(suffix)), "AutoModel")
     return {"out": str(out_dir), "family": family, "class": config["architectures"][0], "auto_class": auto,
-            "tensors": len(state),
+            "tensors": len(state), "remote_code": remote,
             "config": json.loads(json.dumps(config))}
