@@ -127,3 +127,9 @@ def test_ner_recipe_runs_end_to_end(tmp_path: Path) -> None:
     report = (tmp_path / "report.md").read_text(encoding="utf-8")
     assert "| pretrained + fine-tuned, tag.crf=true |" in report and "| CRF over character features" in report
     assert "test f1" in report
+
+
+def test_on_and_off_stay_words_for_text_options() -> None:
+    """YAML reads a bare ``off`` as false; a text option such as bf16 still gets the word."""
+    recipe = load_recipe(QUICKSTART, ["pretrain.bf16=off", "finetune.bf16=on"])
+    assert recipe.pretrain.bf16 == "off" and recipe.finetune.bf16 == "on"

@@ -165,6 +165,8 @@ def _coerce(value: Any, kind: Any, key: str) -> Any:
                 raise TypeError
             return number
         if kind is str:
+            if isinstance(value, bool):  # YAML 1.1 reads a bare on / off / yes / no as a boolean
+                return "on" if value else "off"
             if not isinstance(value, str | int | float):
                 raise TypeError
             return str(value)
