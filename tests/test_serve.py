@@ -219,3 +219,16 @@ def test_a_request_over_the_time_limit_gets_504(model_dirs: dict[str, Path]) -> 
         assert httpx.get(f"{url}/health").status_code == 200
     finally:
         stop_server(process)
+
+
+@pytest.mark.slow
+def test_sigterm_lets_the_request_in_flight_finish(model_dirs: dict[str, Path]) -> None:
+    """A request waiting for its batch when the server is told to stop still gets its answer."""
+    process, url = start_server([str(model_dirs["sentiment"])], "--max-wait-ms", "1500")
+    with ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(httpx.post, f"{url}/v1/predict", json={"inputs": ["好"]}, timeout=30)
+        time.sleep(0.5)  # the request is in the batcher's queue now
+        process.terminate()
+        response = pending.result()
+    assert response.status_code == 200 and response.json()["outputs"][0]["label"] in ("neg", "pos")
+    assert process.wait(timeout=30) in (0, -15)  # uvicorn re-raises SIGTERM once it has drained
