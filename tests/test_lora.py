@@ -30,8 +30,8 @@ from lmcraft.train.optim import build_optimizer
 VOCAB = 101
 
 
-def decoder(*, tied: bool = True) -> Model:
-    cfg = TransformerConfig(vocab_size=VOCAB, n_layer=2, d_model=64, n_head=4, d_ff=128, max_len=32, dropout=0.0,
+def decoder(*, tied: bool = True, vocab_size: int = VOCAB) -> Model:
+    cfg = TransformerConfig(vocab_size=vocab_size, n_layer=2, d_model=64, n_head=4, d_ff=128, max_len=32, dropout=0.0,
                             causal=True)
     return Model(cfg, {"lm": {"kind": "lm", "tied": tied}}).eval()
 
@@ -118,7 +118,7 @@ def test_merged_model_computes_the_same_with_the_original_keys() -> None:
 def test_merged_model_saves_and_loads_as_a_plain_model(tmp_path: Path) -> None:
     tokenizer = TextTokenizer(train_tokenizer(["低秩适配器只训练很少的参数", "合并以后就是普通模型"],
                                               vocab_size=VOCAB, min_frequency=1))
-    model = decoder()
+    model = decoder(vocab_size=max(VOCAB, tokenizer.vocab_size))  # a model covers every id its tokenizer makes
     apply_lora(model, LoraConfig(rank=4))
     train_steps(model)
     with torch.no_grad():
