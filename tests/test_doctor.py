@@ -96,7 +96,7 @@ def test_a_small_dev_set_cannot_tell_the_last_evaluations_apart() -> None:
     found = rules(log(HEALTHY_LOSS, [0.6, 0.7, 0.80, 0.80, 0.775, 0.79]), checkup(dev_size=40))["small_dev"]
     assert found.value == pytest.approx(math.sqrt(0.8 * 0.2 / 40))  # 0.063
     assert "40 examples" in found.title
-    assert "about 1,024 dev examples" in found.advice  # 0.16 · (2 / 0.025)²
+    assert "about 1,024 examples" in found.advice  # 0.16 · (2 / 0.025)²
 
 
 def test_label_imbalance_from_the_training_counts() -> None:

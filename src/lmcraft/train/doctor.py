@@ -165,7 +165,7 @@ def check_small_dev(records: Sequence[dict[str, Any]], c: Checkup) -> Finding | 
     if se < MIN_SE or spread > 2 * se:
         return None
     needed = math.ceil(p * (1 - p) * (2 / spread) ** 2) if spread > 0 else 0
-    more = f"about {needed:,} dev examples" if needed > c.dev_size else "a larger dev set"
+    more = f"about {needed:,} examples" if needed > c.dev_size else "more examples"
     return Finding("small_dev", f"the dev set ({c.dev_size:,} examples) is too small to tell the last evaluations "
                    f"apart (their spread {spread:.3f} is within 2 standard errors)",
                    f"standard error of dev {c.metric}, sqrt(p(1-p)/n)", se,
