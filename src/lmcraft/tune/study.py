@@ -120,7 +120,7 @@ def run_tune(cfg: TuneConfig) -> dict[str, Any]:
                        catch=(NonFiniteLossError,))
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not complete:
-        raise RuntimeError(f"no trial of {out / 'study.log'} finished; see the trials' directories and logs")
+        raise ValueError(f"no trial of {out / 'study.log'} finished; see the trials' directories and logs")
     best = study.best_trial
     final = retrain(cfg, out, {**fixed, **best.params}, metric, best.user_attrs["run_dir"], direction)
     summary = {
