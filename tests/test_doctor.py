@@ -114,3 +114,18 @@ def test_a_loss_metric_is_read_the_right_way_round() -> None:
     for r in records:
         r.pop("accuracy", None)
     assert diagnose(records, checkup(stage="pretrain", metric="loss", greater_is_better=False)) == []
+
+
+def test_pretraining_writes_its_diagnosis(tmp_path: Path, peoples_daily: Path, zh_tokenizer_dir: Path) -> None:
+    """The shared finish of a stage runs the doctor (fine-tuning's is checked in test_tune.py)."""
+    from lmcraft.cli import main
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(peoples_daily.read_text(encoding="utf-8").splitlines()[:200]) + "\n", encoding="utf-8")
+    assert main(["pretrain", "--corpus", str(corpus), "--tokenizer", str(zh_tokenizer_dir), "--out",
+                 str(tmp_path / "mlm"), "--size", "tiny", "--max-len", "32", "--max-steps", "3", "--eval-every", "3",
+                 "--no-progress", "--no-tensorboard"]) == 0
+    summary = json.loads((tmp_path / "mlm" / "summary.json").read_text())
+    findings = json.loads((tmp_path / "mlm" / "diagnosis.json").read_text())
+    assert summary["diagnosis"] == [f["rule"] for f in findings]
+    assert (tmp_path / "mlm" / "diagnosis.md").read_text().startswith("# Diagnosis of this pretrain run")
