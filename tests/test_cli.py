@@ -11,7 +11,7 @@ from lmcraft.cli import main
 
 SUBCOMMANDS = [
     ["data", "list"], ["data", "prepare"], ["data", "check"], ["tokenizer", "train"], ["pretrain"],
-    ["finetune"], ["multitask"], ["fewshot"], ["evaluate"], ["predict"], ["run"], ["export"], ["generate"],
+    ["finetune"], ["multitask"], ["fewshot"], ["tune"], ["evaluate"], ["predict"], ["run"], ["export"], ["generate"],
 ]
 
 
@@ -20,8 +20,8 @@ def test_top_level_help_lists_every_stage(capsys: pytest.CaptureFixture[str]) ->
         main(["--help"])
     assert e.value.code == 0
     out = capsys.readouterr().out
-    for word in ("data", "tokenizer", "pretrain", "finetune", "multitask", "fewshot", "evaluate", "predict", "run",
-                 "export", "generate"):
+    for word in ("data", "tokenizer", "pretrain", "finetune", "multitask", "fewshot", "tune", "evaluate", "predict",
+                 "run", "export", "generate"):
         assert f"\n  {word}" in out
 
 

@@ -30,7 +30,8 @@ from lmcraft.stage_options import FinetuneConfig, InitOptions, LoraOptions, opti
 from lmcraft.tasks.contract import Splits, Task
 from lmcraft.tasks.registry import task_class
 from lmcraft.tokenizer import TextTokenizer, recommended_kind, train_tokenizer
-from lmcraft.train.loop import train
+from lmcraft.train.doctor import Checkup
+from lmcraft.train.loop import OnEval, train
 
 
 def find_split(directory: Path, split: str, *, required: bool,
@@ -142,8 +143,21 @@ def add_task_tokens(model: Model, tokenizer: TextTokenizer, task: type[Task]) ->
             print(f"added the tokens {added} to the tokenizer and the embeddings")
 
 
-def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
-    """Fine-tune (or train from scratch) a model for ``cfg.task``; evaluate the best checkpoint on test."""
+def label_counts(examples: Sequence[Any]) -> dict[str, int]:
+    """Training examples per label, for tasks whose examples carry one label each (empty otherwise)."""
+    counts: dict[str, int] = {}
+    for ex in examples:
+        label = getattr(ex, "label", None)
+        if not isinstance(label, str):
+            return {}
+        counts[label] = counts.get(label, 0) + 1
+    return counts
+
+
+def run_finetune(cfg: FinetuneConfig, *, on_eval: OnEval | None = None) -> dict[str, Any]:
+    """Fine-tune (or train from scratch) a model for ``cfg.task``; evaluate the best checkpoint on test.
+    ``on_eval(step, dev_metrics)`` is called after each dev evaluation; True stops the run there (the
+    tuner's pruning)."""
     began = time.perf_counter()
     task_cls = task_class(cfg.task)
     options = options_for(cfg.task_options, task_cls)
@@ -171,7 +185,7 @@ def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
 
     out = Path(cfg.out)
     result = train(model, task, train_items, dev_items, cfg.train, run_dir=out,
-                   lengths=[len(it.ids) for it in train_items], save_best=save_best)
+                   lengths=[len(it.ids) for it in train_items], save_best=save_best, on_eval=on_eval)
     if not result.is_main:  # other processes of a distributed run stop here; rank 0 tests and writes
         return {"stage": "finetune", "rank": "worker"}
     summary = run_summary("finetune", out, result, prepare_s)
@@ -186,5 +200,7 @@ def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
             t0 = time.perf_counter()
             summary["baseline"] = task_cls.baseline(splits, files)
             summary["wall_time_s"]["baseline"] = time.perf_counter() - t0
+    checkup = Checkup("finetune", task.metric, task.greater_is_better, cfg.train, dev_size=len(splits["dev"]),
+                      label_counts=label_counts(splits["train"]))
     return finish_stage(out, summary, config=cfg, data=list(files.values()), seed=cfg.train.seed,
-                        parent=parent_card)
+                        parent=parent_card, checkup=checkup)

@@ -30,6 +30,7 @@ from lmcraft.objectives.words import word_starts
 from lmcraft.stage import finish_stage, run_summary
 from lmcraft.tokenizer import TextTokenizer
 from lmcraft.train.distributed import Distributed, TaskModule
+from lmcraft.train.doctor import Checkup
 from lmcraft.train.loop import evaluate, train
 
 
@@ -232,4 +233,6 @@ def run_pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     if before is not None:
         summary["dev_before"] = before
     summary.update(train_blocks=len(train_blocks), tokens_per_block=max_len, added_words=len(added))
-    return finish_stage(out, summary, config=cfg, data=[*cfg.corpus, *cfg.replay], seed=cfg.train.seed)
+    checkup = Checkup("pretrain", objective.metric, objective.greater_is_better, cfg.train, dev_size=len(dev))
+    return finish_stage(out, summary, config=cfg, data=[*cfg.corpus, *cfg.replay], seed=cfg.train.seed,
+                        checkup=checkup)

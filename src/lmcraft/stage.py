@@ -9,6 +9,7 @@ from typing import Any
 
 from lmcraft.config import to_dict
 from lmcraft.runcard import write_run_card
+from lmcraft.train.doctor import Checkup, write_diagnosis
 from lmcraft.train.loop import TrainResult
 
 BOOKKEEPING = ("step", "split", "best", "elapsed_s")  # keys of a dev evaluation that are not metrics
@@ -25,9 +26,13 @@ def run_summary(stage: str, out: Path, result: TrainResult, prepare_s: float) ->
 
 
 def finish_stage(out: Path, summary: dict[str, Any], *, config: Any, data: list[str | Path], seed: int,
-                 parent: dict[str, Any] | None = None) -> dict[str, Any]:
+                 parent: dict[str, Any] | None = None, checkup: Checkup | None = None) -> dict[str, Any]:
     """Write the run card of ``out/best`` (config, data hashes, seed, versions, times, dev and test metrics)
-    and ``out/summary.json``; returns ``summary``."""
+    and ``out/summary.json``; returns ``summary``. With a ``checkup`` the training doctor (``train/doctor.py``)
+    reads the run's ``metrics.jsonl`` first and writes ``out/diagnosis.md`` and ``diagnosis.json``; the
+    summary lists the rules that found something."""
+    if checkup is not None:
+        summary["diagnosis"] = [f.rule for f in write_diagnosis(out, checkup)]
     write_run_card(out / "best", stage=summary["stage"], config=to_dict(config), data=data, seed=seed,
                    wall_time_s=summary["wall_time_s"],
                    metrics={k: summary[k] for k in ("dev", "test") if k in summary}, parent=parent)

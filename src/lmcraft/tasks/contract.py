@@ -102,6 +102,9 @@ class Task(abc.ABC):
     special_tokens: ClassVar[tuple[str, ...]] = ()  # tokens fine-tuning adds to the tokenizer and embeddings
     converses: ClassVar[bool] = False  # answers conversations (OpenAI-style chat: ``prompt_ids`` of turns)
     shares_batches: ClassVar[bool] = True  # may be one of several tasks on one backbone (``lmcraft multitask``)
+    # the task's own dimensions of ``lmcraft tune``'s search space, keyed by the dotted option path
+    # (``tune/space.py`` holds the shared ones and the format)
+    search_space: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
 
     head: str
     metric: str

@@ -66,6 +66,7 @@ from lmcraft.train.precision import autocast, dtype_name, use_bf16
 from lmcraft.train.runlog import RunLog
 
 SaveBest = Callable[[Path, dict[str, torch.Tensor]], None]
+OnEval = Callable[[int, dict[str, Any]], bool]  # (step, dev metrics) -> True to stop the run there
 
 
 @dataclass
@@ -73,7 +74,7 @@ class TrainResult:
     steps: int  # optimiser steps taken
     best_step: int | None  # step of the best dev evaluation
     best_metrics: dict[str, float]  # dev metrics at that step
-    stopped_early: bool  # True when the patience ran out
+    stopped_early: bool  # True when the patience ran out (or ``on_eval`` asked to stop)
     seconds: float  # wall time of the loop (over all sessions of a resumed run)
     history: list[dict[str, Any]] = field(default_factory=list)  # every dev evaluation
     is_main: bool = True  # False on processes other than rank 0, which write nothing
@@ -168,6 +169,7 @@ def train(
     run_dir: str | Path,
     save_best: SaveBest,
     lengths: Sequence[int] | None = None,
+    on_eval: OnEval | None = None,
 ) -> TrainResult:
     """Train ``model`` on ``task``; evaluate on ``dev_items`` every ``cfg.eval_every`` steps; save the
     best model with ``save_best(run_dir / "best", state_dict)``; stop early when the dev metric stops
@@ -176,13 +178,15 @@ def train(
     ``lengths`` (one per training item) turns on length-bucketed batches when ``cfg.length_buckets``;
     otherwise batches are shuffled, and the model skips their padding (``model/transformer.py``). Under
     ``torchrun`` the batches are shared out among the processes (``cfg.batch_size`` is per process).
-    The run directory is locked while training: a second run into it stops at once.
+    The run directory is locked while training: a second run into it stops at once. ``on_eval(step,
+    metrics)``, called after every dev evaluation, may stop the run there by returning True (the tuner
+    prunes weak trials so); the run then ends as an early stop does, best model and checkpoint written.
     """
     run_dir = Path(run_dir)
     dist = Distributed.from_env(cfg.distributed)
     with hold_run_dir(run_dir, dist):
         return _train(model, task, train_items, dev_items, cfg, run_dir=run_dir, save_best=save_best,
-                      lengths=lengths, dist=dist)
+                      lengths=lengths, dist=dist, on_eval=on_eval)
 
 
 def _train(
@@ -196,6 +200,7 @@ def _train(
     save_best: SaveBest,
     lengths: Sequence[int] | None,
     dist: Distributed,
+    on_eval: OnEval | None = None,
 ) -> TrainResult:
     sharded = dist.active and dist.mode == "fsdp"
     if dist.is_main:
@@ -298,6 +303,8 @@ def _train(
         if dist.is_main:
             bar.write(f"step {st.step}: dev {task.metric}={metrics[task.metric]:.4f}" + (" (best)" if improved else ""))
         st.stopped_early = stopper.should_stop
+        if on_eval is not None and dist.max(int(bool(on_eval(st.step, record)))) > 0:
+            st.stopped_early = True
 
     def one_step(group: list[list[int]]) -> bool:
         """Forward and backward over the micro-batches of one step, then the update. False when the step

@@ -3,7 +3,7 @@ the states, or BERT's pooler)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -45,6 +45,9 @@ class Classify(Task):
     options_section: ClassVar[str] = "classify"
     head_kinds: ClassVar[tuple[str, ...]] = ("classify",)
     compilable: ClassVar[bool] = True
+    # what the head reads is worth searching; auto is BERT's pretrained pooler where the model has one
+    search_space: ClassVar[Mapping[str, Mapping[str, Any]]] = {
+        "task_options.classify.pooling": {"type": "categorical", "choices": ["auto", "cls", "mean"]}}
 
     labels: list[str]  # index -> label name; the order of the classifier's outputs
     pad_id: int
