@@ -88,14 +88,22 @@ def _opencc(config: str) -> Any:
     return opencc.OpenCC(config)
 
 
-def _swapper(pairs: Sequence[Sequence[str]]) -> tuple[re.Pattern[str], dict[str, str]]:
+def _swapper(pairs: Sequence[Sequence[str]]) -> tuple[re.Pattern[str], Callable[[re.Match[str]], str]]:
+    """A pattern of every word of ``pairs`` (whole words, any case, for alphabetic ones) and the replacement of
+    a match by its partner, capitalised as the match was."""
     mapping: dict[str, str] = {}
     for a, b in pairs:
-        mapping.setdefault(a, b)
-        mapping.setdefault(b, a)
+        mapping.setdefault(a.lower(), b)
+        mapping.setdefault(b.lower(), a)
     words = sorted(mapping, key=len, reverse=True)  # 男朋友 before 男人 before 他
     parts = [re.escape(w) if has_han(w) else rf"\b{re.escape(w)}(?!\w)" for w in words]
-    return re.compile("|".join(parts)), mapping
+
+    def partner(match: re.Match[str]) -> str:
+        word = match.group(0)
+        other = mapping[word.lower()]
+        return other[:1].upper() + other[1:] if word[:1].isupper() and not has_han(word) else other
+
+    return re.compile("|".join(parts), re.IGNORECASE), partner
 
 
 def perturbation(test: dict[str, Any]) -> Perturb:
@@ -105,8 +113,8 @@ def perturbation(test: dict[str, Any]) -> Perturb:
         converter = _opencc(str(test.get("config", "s2t")))
         return lambda text, rng: converter.convert(text)
     if kind == "swap_words":
-        pattern, mapping = _swapper(test["pairs"])
-        return lambda text, rng: pattern.sub(lambda m: mapping[m.group(0)], text)
+        pattern, partner = _swapper(test["pairs"])
+        return lambda text, rng: pattern.sub(partner, text)
     if kind == "suffix":
         texts = test["texts"]
         return lambda text, rng: text + rng.choice(texts["zh" if has_han(text) else "en"])
