@@ -92,3 +92,18 @@ def test_a_head_without_class_scores_gets_its_task_metrics(tmp_path: Path) -> No
     html = render({"model_dir": "m", "data": "d", "task": "tag", "head": "tag", "n": 3, "version": "0",
                    "seconds": 0.1, "task_metrics": {"f1": 0.5, "n": 3}, "timings": {}, "skipped": ["x"]}, {})
     assert "0.5000" in html and "Errors" not in html
+
+
+def test_attributions_highlight_the_tokens_of_mistakes_and_correct_answers(tiny: dict) -> None:
+    out = tiny["root"] / "with-attributions"
+    model = tiny["models"][1]
+    assert main(["report", str(model), str(tiny["dev"]), "--out", str(out), "--n-boot", "50",
+                 "--checklist-examples", "10", "--n-errors", "3"]) == 0
+    report = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    section = report["attributions"]
+    kinds = [a["kind"] for a in section["examples"]]
+    assert kinds.count("mistake") == min(3, report["errors"]["n_errors"]) and kinds.count("correct") == 5
+    for a in section["examples"]:
+        weights = [w for _, w in a["tokens"]]
+        assert a["tokens"] and max(abs(w) for w in weights) == pytest.approx(1.0, abs=1e-3)
+    assert "<mark" in (out / "report.html").read_text(encoding="utf-8")

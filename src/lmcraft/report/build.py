@@ -173,4 +173,10 @@ def _class_sections(cfg: ReportConfig, predictor: Predictor, examples: list[Any]
         report["skipped"].append("slices by field and robustness: the records of the data file do not match its "
                                  "examples one to one")
     if cfg.attributions:
-        report["skipped"].append("attributions: not built yet (--no-attributions skips this line)")
+        from lmcraft.report.attributions import attributions
+
+        mistakes = [m["index"] for m in report["errors"]["confident_mistakes"][:5]]
+        section = clock.run("attributions", lambda: attributions(predictor, examples, scored, mistakes, seed=cfg.seed))
+        print(f"report: integrated gradients of {len(section['examples'])} examples took {section['seconds']:.1f} s "
+              "(--no-attributions skips them)", file=sys.stderr)
+        report["attributions"] = section

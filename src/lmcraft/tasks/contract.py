@@ -204,6 +204,15 @@ class Task(abc.ABC):
         calibration, slices and invariance tests."""
         return None
 
+    def class_batches(self, tokenizer: TextTokenizer, examples: Sequence[Any], max_len: int) -> list[Batch]:
+        """One batch of one example each (the task's own collate), for attributions; heads that score classes."""
+        return [self.collate(self.encode(tokenizer, [example], max_len)) for example in examples]
+
+    def class_logits(self, model: Model, batch: Batch) -> torch.Tensor:
+        """(B, C) class logits of a batch of ``collate``, differentiable (integrated gradients ask for it); a
+        head that scores no classes refuses."""
+        raise ValueError(f"a {self.name} head scores no classes")
+
     def set_temperature(self, temperature: float) -> None:
         """Divide the logits by ``temperature`` in every probability this task gives (temperature scaling,
         ``calibration.json``); a task whose head scores no classes refuses."""

@@ -183,6 +183,9 @@ class Classify(Task):
         logits = compiled(batch).clamp_min(1e-30).log() if compiled is not None else self.logits(model, batch).float()
         return (logits / self.temperature).log_softmax(-1)
 
+    def class_logits(self, model: Model, batch: Batch) -> torch.Tensor:
+        return self.logits(model, batch)
+
     def set_temperature(self, temperature: float) -> None:
         if not temperature > 0:
             raise ValueError(f"a temperature must be positive, got {temperature}")
