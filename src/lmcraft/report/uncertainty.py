@@ -39,9 +39,12 @@ def compare(scored: Scored, name: str, other: Scored, other_name: str, draws: np
     verdicts = {}
     for metric_name, d in paired.items():
         significant = (d["low"] > 0 or d["high"] < 0) and (metric_name != "accuracy" or mcnemar["p_value"] < ALPHA)
-        leader = name if d["difference"] > 0 else other_name
-        verdicts[metric_name] = (f"{leader} leads by {abs(d['difference']):.4f}: "
-                                 + ("significant" if significant else "not significant") + " at the 5% level")
+        if d["difference"] == 0:
+            verdicts[metric_name] = "a tie"
+        else:
+            leader = name if d["difference"] > 0 else other_name
+            verdicts[metric_name] = (f"{leader} leads by {abs(d['difference']):.4f}: "
+                                     + ("significant" if significant else "not significant") + " at the 5% level")
         d["significant"] = bool(significant)
     return {"model": other_name, "metrics": intervals(other, draws), "paired": paired, "mcnemar": mcnemar,
             "verdicts": verdicts}
