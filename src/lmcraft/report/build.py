@@ -89,10 +89,16 @@ def build_report(cfg: ReportConfig) -> dict[str, Any]:
     figures: dict[str, str] = {}
     scored = clock.run("predictions", lambda: score(predictor, examples, batch_size=cfg.batch_size))
     if scored is None:
-        metrics, _ = clock.run("task metrics", lambda: predictor.test_records(examples, batch_size=cfg.batch_size))
+        metrics, records = clock.run("task metrics",
+                                     lambda: predictor.test_records(examples, batch_size=cfg.batch_size))
         report["task_metrics"] = metrics
         report["skipped"].append("intervals, errors, calibration, slices and robustness: this head scores no fixed "
                                  "set of classes")
+        if records and all("source" in r and "output" in r for r in records):  # the predictions are generated text
+            from lmcraft.report.generation import generation_checks
+
+            report["generation"] = clock.run("generation checks", lambda: generation_checks(
+                [str(r["source"]) for r in records], [str(r["output"]) for r in records]))
     else:
         _class_sections(cfg, predictor, examples, scored, report, figures, clock)
     report["timings"] = clock.timings
