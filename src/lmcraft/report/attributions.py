@@ -26,7 +26,8 @@ STEPS = 32  # integration steps (Captum's default is 50; the ranking of tokens s
 def _explain(predictor: Predictor, example: Any, target: int) -> tuple[list[str], list[float]]:
     from captum.attr import LayerIntegratedGradients
 
-    task, model, tokenizer = predictor._task(), predictor.model, predictor.tokenizer
+    task, model, tokenizer = predictor.task, predictor.model, predictor.tokenizer
+    assert task is not None
     batch = task.class_batches(tokenizer, [example], predictor.max_len)[0]
     ids = batch["input_ids"]  # (1, T)
     special = torch.tensor([int(i) in tokenizer.special_ids for i in ids[0]])

@@ -81,8 +81,9 @@ def build_report(cfg: ReportConfig) -> dict[str, Any]:
     if not cfg.model_dir or not cfg.data:
         raise ValueError("give a model directory and a labelled data file")
     clock = _Clock()
-    predictor = Predictor(cfg.model_dir, fields=cfg.fields)
-    task = predictor._task()
+    predictor = Predictor(cfg.model_dir, fields=cfg.fields)  # refuses a model without a task head
+    task = predictor.task
+    assert task is not None
     examples = predictor.read(cfg.data)
     report: dict[str, Any] = {"model_dir": cfg.model_dir, "data": cfg.data, "task": task.name, "head": task.head,
                               "n": len(examples), "version": __version__, "skipped": []}
@@ -116,6 +117,8 @@ def build_report(cfg: ReportConfig) -> dict[str, Any]:
 
 def _class_sections(cfg: ReportConfig, predictor: Predictor, examples: list[Any], scored: Scored,
                     report: dict[str, Any], figures: dict[str, str], clock: _Clock) -> None:
+    task = predictor.task
+    assert task is not None
     draws = resamples(len(scored), cfg.n_boot, cfg.seed)
 
     def uncertainty() -> dict[str, Any]:
@@ -147,7 +150,7 @@ def _class_sections(cfg: ReportConfig, predictor: Predictor, examples: list[Any]
         section = calibration(scored, dev, dev_path=cfg.dev)
         if "fit" in section:
             fit = section["fit"]
-            stored = write_calibration(cfg.model_dir, predictor._task().head, {
+            stored = write_calibration(cfg.model_dir, task.head, {
                 "temperature": fit["temperature"], "fitted_on": cfg.dev, "n": fit["n_dev"],
                 "nll_before": fit["dev_nll_before"], "nll_after": fit["dev_nll_after"]})
             section["stored"] = str(stored)

@@ -88,22 +88,27 @@ def _opencc(config: str) -> Any:
     return opencc.OpenCC(config)
 
 
+def _words(words: Sequence[str]) -> re.Pattern[str]:
+    """Any of ``words``: Chinese ones anywhere, alphabetic ones as whole words in any case; longest first
+    (男朋友 before 男人 before 他)."""
+    parts = [re.escape(w) if has_han(w) else rf"\b{re.escape(w)}(?!\w)" for w in sorted(words, key=len, reverse=True)]
+    return re.compile("|".join(parts), re.IGNORECASE)
+
+
 def _swapper(pairs: Sequence[Sequence[str]]) -> tuple[re.Pattern[str], Callable[[re.Match[str]], str]]:
-    """A pattern of every word of ``pairs`` (whole words, any case, for alphabetic ones) and the replacement of
-    a match by its partner, capitalised as the match was."""
+    """A pattern of every word of ``pairs`` and the replacement of a match by its partner, capitalised as the
+    match was."""
     mapping: dict[str, str] = {}
     for a, b in pairs:
         mapping.setdefault(a.lower(), b)
         mapping.setdefault(b.lower(), a)
-    words = sorted(mapping, key=len, reverse=True)  # 男朋友 before 男人 before 他
-    parts = [re.escape(w) if has_han(w) else rf"\b{re.escape(w)}(?!\w)" for w in words]
 
     def partner(match: re.Match[str]) -> str:
         word = match.group(0)
         other = mapping[word.lower()]
         return other[:1].upper() + other[1:] if word[:1].isupper() and not has_han(word) else other
 
-    return re.compile("|".join(parts), re.IGNORECASE), partner
+    return _words(list(mapping)), partner
 
 
 def perturbation(test: dict[str, Any]) -> Perturb:
@@ -150,9 +155,7 @@ def _group_gap(test: dict[str, Any], texts: Sequence[str], idx: list[int], befor
     groups = test.get("groups")
     if not groups:
         return None
-    side_a = [a for a, _ in test["pairs"]]
-    side_b = [b for _, b in test["pairs"]]
-    pattern_a, pattern_b = _swapper([(w, "\0") for w in side_a])[0], _swapper([(w, "\0") for w in side_b])[0]
+    pattern_a, pattern_b = _words([a for a, _ in test["pairs"]]), _words([b for _, b in test["pairs"]])
     rate_a, rate_b = [], []
     for k, i in enumerate(idx):
         has_a, has_b = bool(pattern_a.search(texts[i])), bool(pattern_b.search(texts[i]))

@@ -169,19 +169,25 @@ class Classify(Task):
             for first in range(0, len(order), batch_size):
                 rows = order[first : first + batch_size]
                 batch = self.collate([items[j] for j in rows])
-                log_probs = self._log_softmax(model, batch, compiled)
-                probs[rows] = log_probs if log else log_probs.exp()
+                probs[rows] = self._scores(model, batch, compiled, log=log)
             if bar is not None:
                 bar.update(len(idx))
             yield idx, probs
         if bar is not None:
             bar.close()
 
-    def _log_softmax(self, model: Model, batch: Batch, compiled: Probabilities | None) -> torch.Tensor:
-        """log softmax(logits / T) of a batch, (B, C). A compiled package returns softmax(logits), whose log
-        differs from the logits by a constant per row, so dividing its log by T is the same scaling."""
-        logits = compiled(batch).clamp_min(1e-30).log() if compiled is not None else self.logits(model, batch).float()
-        return (logits / self.temperature).log_softmax(-1)
+    def _scores(self, model: Model, batch: Batch, compiled: Probabilities | None, *, log: bool) -> torch.Tensor:
+        """softmax(logits / T) of a batch, or its log, (B, C). A compiled package returns softmax(logits), whose
+        log differs from the logits by a constant per row, so dividing its log by T is the same scaling."""
+        if compiled is not None:
+            probs = compiled(batch)
+            if self.temperature == 1.0 and not log:
+                return probs
+            logits = probs.clamp_min(1e-30).log()
+        else:
+            logits = self.logits(model, batch).float()
+        logits = logits / self.temperature if self.temperature != 1.0 else logits
+        return logits.log_softmax(-1) if log else logits.softmax(-1)
 
     def class_logits(self, model: Model, batch: Batch) -> torch.Tensor:
         return self.logits(model, batch)
