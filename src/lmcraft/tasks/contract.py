@@ -21,6 +21,8 @@ What a task provides, in the order a fine-tuning run uses it:
 - ``predict(model, tokenizer, examples, max_len=…)``: one JSON-ready dict per example, what
   ``lmcraft predict`` prints and the server answers;
 - ``test_report(model, tokenizer, examples, max_len=…)``: (metrics, one record per example);
+- optional: ``class_log_probs`` (a head that scores a fixed set of classes) and ``set_temperature``
+  (temperature scaling of those scores, read by the ``Predictor`` from ``calibration.json``);
 - ``baseline(splits, files)``: the classic model on the same split, ``{"name", "test"}``.
 """
 
@@ -75,6 +77,16 @@ class HeadSpec(Mapping[str, Any]):
         """``task`` names the task when the spec does not (model directories saved before it was stored)."""
         settings = {k: v for k, v in spec.items() if k not in ("kind", "task")}
         return cls(str(spec["kind"]), str(spec.get("task") or task), settings)
+
+
+@dataclass
+class ClassScores:
+    """What a head that scores a fixed set of classes says about each example (``Task.class_log_probs``)."""
+
+    labels: list[str]  # class names, in the order of the columns
+    log_probs: torch.Tensor  # (n, C) uncalibrated log-probabilities, T = 1
+    gold: list[str | None]  # each example's gold class (None when unlabelled)
+    texts: list[str]  # each example's text, as a reader would show it
 
 
 class Metrics(Protocol):
@@ -193,6 +205,27 @@ class Task(abc.ABC):
         records = self.predict(model, tokenizer, examples, max_len=max_len, batch_size=batch_size,
                                progress=progress)
         return {**metrics, "n": len(examples)}, records
+
+    def class_log_probs(self, model: Model, tokenizer: TextTokenizer, examples: Sequence[Any], *, max_len: int,
+                        batch_size: int = 64, **extra: Any) -> ClassScores | None:
+        """Class names, uncalibrated log-probabilities (n, C), gold classes and texts for a head that scores a
+        fixed set of classes, else None (the default). ``lmcraft report`` asks it for intervals, errors,
+        calibration, slices and invariance tests."""
+        return None
+
+    def class_batches(self, tokenizer: TextTokenizer, examples: Sequence[Any], max_len: int) -> list[Batch]:
+        """One batch of one example each (the task's own collate), for attributions; heads that score classes."""
+        return [self.collate(self.encode(tokenizer, [example], max_len)) for example in examples]
+
+    def class_logits(self, model: Model, batch: Batch) -> torch.Tensor:
+        """(B, C) class logits of a batch of ``collate``, differentiable (integrated gradients ask for it); a
+        head that scores no classes refuses."""
+        raise ValueError(f"a {self.name} head scores no classes")
+
+    def set_temperature(self, temperature: float) -> None:
+        """Divide the logits by ``temperature`` in every probability this task gives (temperature scaling,
+        ``calibration.json``); a task whose head scores no classes refuses."""
+        raise ValueError(f"a {self.name} head gives no class probabilities to calibrate")
 
     @staticmethod
     @abc.abstractmethod

@@ -18,7 +18,7 @@ from lmcraft.data.errors import DataError
 from lmcraft.data.readers import Example, Fields, check_labels, read_examples
 from lmcraft.model.heads import Model
 from lmcraft.tasks.classify.options import ClassifyOptions
-from lmcraft.tasks.contract import Batch, HeadSpec, Splits, Task, labelled_text
+from lmcraft.tasks.contract import Batch, ClassScores, HeadSpec, Splits, Task, labelled_text
 from lmcraft.tokenizer import TextTokenizer
 
 Probabilities = Callable[[Batch], torch.Tensor]  # a batch -> (B, C) probabilities (a compiled package)
@@ -56,6 +56,7 @@ class Classify(Task):
     pooling: str = "cls"  # what the head reads: the first token's state ("cls") or the mean ("mean")
     greater_is_better: bool = True
     pad_to: int = 0  # pad every batch to this many tokens; 0: to its longest text (the plain path of benchmarks)
+    temperature: float = 1.0  # probabilities are softmax(logits / T); set from calibration.json, not the head
 
     def __post_init__(self) -> None:
         if self.pooling not in ("auto", "cls", "mean", "pooler"):
@@ -153,8 +154,10 @@ class Classify(Task):
     @torch.inference_mode()
     def probabilities(self, model: Model, tokenizer: TextTokenizer, examples: Sequence[Example], *, max_len: int,
                       batch_size: int = 128, progress: bool = False, chunk_batches: int = 16,
-                      compiled: Probabilities | None = None) -> Iterator[tuple[list[int], torch.Tensor]]:
-        """Yields (indices, probabilities (n, C)) chunk by chunk, in the order of ``examples``.
+                      compiled: Probabilities | None = None,
+                      log: bool = False) -> Iterator[tuple[list[int], torch.Tensor]]:
+        """Yields (indices, probabilities (n, C)) chunk by chunk, in the order of ``examples``: softmax(logits /
+        T), or its log with ``log``.
 
         A chunk of ``chunk_batches`` batches is tokenized in one parallel call, its examples sorted by length
         so that each batch pads little, and its results put back in order: memory stays bounded by the chunk
@@ -173,13 +176,47 @@ class Classify(Task):
             for first in range(0, len(order), batch_size):
                 rows = order[first : first + batch_size]
                 batch = self.collate([items[j] for j in rows])
-                probs[rows] = compiled(batch) if compiled is not None else \
-                    self.logits(model, batch).float().softmax(-1)
+                probs[rows] = self._scores(model, batch, compiled, log=log)
             if bar is not None:
                 bar.update(len(idx))
             yield idx, probs
         if bar is not None:
             bar.close()
+
+    def _scores(self, model: Model, batch: Batch, compiled: Probabilities | None, *, log: bool) -> torch.Tensor:
+        """softmax(logits / T) of a batch, or its log, (B, C). A compiled package returns softmax(logits), whose
+        log differs from the logits by a constant per row, so dividing its log by T is the same scaling."""
+        if compiled is not None:
+            probs = compiled(batch)
+            if self.temperature == 1.0 and not log:
+                return probs
+            logits = probs.clamp_min(1e-30).log()
+        else:
+            logits = self.logits(model, batch).float()
+        logits = logits / self.temperature if self.temperature != 1.0 else logits
+        return logits.log_softmax(-1) if log else logits.softmax(-1)
+
+    def class_logits(self, model: Model, batch: Batch) -> torch.Tensor:
+        return self.logits(model, batch)
+
+    def set_temperature(self, temperature: float) -> None:
+        if not temperature > 0:
+            raise ValueError(f"a temperature must be positive, got {temperature}")
+        self.temperature = float(temperature)
+
+    def class_log_probs(self, model: Model, tokenizer: TextTokenizer, examples: Sequence[Example], *, max_len: int,
+                        batch_size: int = 128, compiled: Probabilities | None = None,
+                        **extra: Any) -> ClassScores:
+        """log softmax(logits) (n, C) at T = 1, whatever temperature is set; the gold labels and texts."""
+        temperature, self.temperature = self.temperature, 1.0
+        try:
+            out = torch.empty(len(examples), len(self.labels))
+            for idx, log_probs in self.probabilities(model, tokenizer, examples, max_len=max_len,
+                                                     batch_size=batch_size, compiled=compiled, log=True):
+                out[idx] = log_probs
+        finally:
+            self.temperature = temperature
+        return ClassScores(list(self.labels), out, [ex.label for ex in examples], [ex.text for ex in examples])
 
     def predict(self, model: Model, tokenizer: TextTokenizer, examples: Sequence[Example], *, max_len: int,
                 batch_size: int = 128, progress: bool = False,
