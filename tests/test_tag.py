@@ -246,6 +246,6 @@ def test_training_learns_entities(ner_dir: Path, tmp_path: Path, crf: bool) -> N
                    run_dir=tmp_path, save_best=lambda path, state: None, lengths=[len(it.ids) for it in items])
     assert result.best_metrics["f1"] > 0.1, result.best_metrics  # untrained: 0; it lands near 0.2 at 200 steps
     texts = ["中共中央总书记江泽民在北京会见了客人。", "新华社记者报道。"]
-    for text, entities in zip(texts, task.predict(model, tokenizer, texts, 128), strict=True):
+    for text, entities in zip(texts, task.entities(model, tokenizer, texts, 128), strict=True):
         for e in entities:
             assert text[e["start"] : e["end"]] == e["text"] and e["label"] in ("PER", "LOC", "ORG")
