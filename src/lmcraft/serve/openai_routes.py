@@ -101,6 +101,12 @@ def add_openai_routes(app: FastAPI, state: ServerState) -> None:
             yield piece
         future.result()  # raises what the generation raised
 
+    def account(served: ServedModel, prompt: list[int], text: str) -> dict[str, int]:
+        """The usage of a finished generation, counted in the metrics too."""
+        usage = _usage(served, prompt, text)
+        state.metrics.generated.labels(served.name).inc(usage["completion_tokens"])
+        return usage
+
     def sse(data: dict[str, Any]) -> str:
         return f"data: {json.dumps(data, ensure_ascii=False)}\n\n"
 
@@ -113,8 +119,7 @@ def add_openai_routes(app: FastAPI, state: ServerState) -> None:
         queue, future = await generate(served, prompt, None, cfg, body.stream)
         if queue is None:
             text = (await state.within_time(future))[0]
-            usage = _usage(served, prompt, text)
-            state.metrics.generated.labels(served.name).inc(usage["completion_tokens"])
+            usage = account(served, prompt, text)
             return {"id": ident, "object": "text_completion", "created": created, "model": served.name,
                     "choices": [{"index": 0, "text": text, "finish_reason": _finish(usage, cfg), "logprobs": None}],
                     "usage": usage}
@@ -125,8 +130,7 @@ def add_openai_routes(app: FastAPI, state: ServerState) -> None:
                 text += piece
                 yield sse({"id": ident, "object": "text_completion", "created": created, "model": served.name,
                            "choices": [{"index": 0, "text": piece, "finish_reason": None, "logprobs": None}]})
-            usage = _usage(served, prompt, text)
-            state.metrics.generated.labels(served.name).inc(usage["completion_tokens"])
+            usage = account(served, prompt, text)
             yield sse({"id": ident, "object": "text_completion", "created": created, "model": served.name,
                        "choices": [{"index": 0, "text": "", "finish_reason": _finish(usage, cfg), "logprobs": None}],
                        "usage": usage})
@@ -143,8 +147,7 @@ def add_openai_routes(app: FastAPI, state: ServerState) -> None:
         queue, future = await generate(served, prompt, eos_id, cfg, body.stream)
         if queue is None:
             text = (await state.within_time(future))[0]
-            usage = _usage(served, prompt, text)
-            state.metrics.generated.labels(served.name).inc(usage["completion_tokens"])
+            usage = account(served, prompt, text)
             return {"id": ident, "object": "chat.completion", "created": created, "model": served.name,
                     "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
                                  "finish_reason": _finish(usage, cfg), "logprobs": None}],
@@ -160,8 +163,7 @@ def add_openai_routes(app: FastAPI, state: ServerState) -> None:
             async for piece in pieces(queue, future):
                 text += piece
                 yield chunk({"content": piece}, None)
-            usage = _usage(served, prompt, text)
-            state.metrics.generated.labels(served.name).inc(usage["completion_tokens"])
+            usage = account(served, prompt, text)
             yield chunk({}, _finish(usage, cfg), usage=usage)
             yield "data: [DONE]\n\n"
         return StreamingResponse(events(), media_type="text/event-stream")
