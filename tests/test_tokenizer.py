@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 from lmcraft.tokenizer import SPECIAL_TOKENS, TextTokenizer, train_tokenizer
@@ -24,6 +25,26 @@ def test_special_token_ids_and_pairs(zh_tokenizer: TextTokenizer) -> None:
 def test_truncation(zh_tokenizer: TextTokenizer) -> None:
     (ids,) = zh_tokenizer.encode(["一" * 100], max_len=16)
     assert len(ids) == 16 and ids[-1] == zh_tokenizer.sep_id
+
+
+def test_lengths_are_untruncated_and_unmoved_by_encoding_in_another_thread(zh_tokenizer: TextTokenizer) -> None:
+    texts = ["一" * 100, "今天好", "中国人民１９９８年Hello"]
+    expected = [len(ids) for ids in zh_tokenizer.encode(texts, max_len=None)]
+    assert expected[0] == 102
+    stop = threading.Event()
+
+    def truncate_in_a_loop() -> None:  # a server's worker encodes batches with truncation set and cleared
+        while not stop.is_set():
+            zh_tokenizer.encode(texts, max_len=8)
+
+    worker = threading.Thread(target=truncate_in_a_loop)
+    worker.start()
+    try:
+        seen = [zh_tokenizer.lengths(texts) for _ in range(300)]
+    finally:
+        stop.set()
+        worker.join()
+    assert all(lengths == expected for lengths in seen)
 
 
 def test_byte_level_bpe_round_trip(tmp_path: Path) -> None:

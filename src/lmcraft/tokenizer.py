@@ -179,6 +179,21 @@ class TextTokenizer:
         text = self.decode(ids)
         return without_cjk_spaces(text) if isinstance(self.tokenizer.decoder, decoders.WordPiece) else text
 
+    def lengths(self, texts: Sequence[str]) -> list[int]:
+        """The length in tokens of each text, special tokens included, never truncated.
+
+        Safe beside ``encode`` running in another thread (a server counts tokens on its event loop while
+        its worker encodes a batch): ``encode`` sets and clears the truncation of the tokenizer it uses, so
+        the counting is done by a copy of its own, made again when tokens have been added since."""
+        size = self.tokenizer.get_vocab_size(with_added_tokens=True)
+        counter = getattr(self, "_counter", None)
+        if counter is None or counter[0] != size:
+            clone = Tokenizer.from_str(self.tokenizer.to_str())
+            clone.no_truncation()
+            clone.no_padding()
+            counter = self._counter = (size, clone)
+        return [len(counter[1].encode(text).ids) for text in texts]  # no thread pool: a few texts at a time
+
     def encode(
         self, texts: Sequence[str], pairs: Sequence[str] | None = None, *, max_len: int | None,
         special_tokens: bool = True,

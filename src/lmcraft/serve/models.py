@@ -87,11 +87,11 @@ class ServedModel:
     def generation_key(self, request: GenerationRequest) -> tuple:
         return decoding_key(request)
 
-    def tokens(self, value: Any) -> int:
-        """The length of an input in tokens (its text fields, for objects)."""
-        text = value if isinstance(value, str) else " ".join(v for v in value.values() if isinstance(v, str)) \
-            if isinstance(value, dict) else str(value)
-        return len(self.predictor.tokenizer.encode([text], max_len=None)[0])
+    def tokens(self, values: list[Any]) -> list[int]:
+        """The length of each input in tokens (its text fields, for objects)."""
+        texts = [v if isinstance(v, str) else " ".join(x for x in v.values() if isinstance(x, str))
+                 if isinstance(v, dict) else str(v) for v in values]
+        return self.predictor.tokenizer.lengths(texts)
 
     def describe(self) -> dict[str, Any]:
         task = self.predictor.task
