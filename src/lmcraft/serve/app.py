@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -28,6 +27,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from lmcraft.serve.batcher import Overloaded
+from lmcraft.serve.counting import CountRequests
 from lmcraft.serve.limits import BodyLimit
 from lmcraft.serve.metrics import ServerMetrics
 from lmcraft.serve.models import ServedModel, model_names
@@ -83,7 +83,7 @@ class ServerState:
 
     def check_length(self, served: ServedModel, values: list[Any], field: str) -> list[int]:
         """Token counts of ``values``; one over ``--max-input-tokens`` is a 422 unless ``--truncate``."""
-        tokens = [served.tokens(v) for v in values]
+        tokens = served.tokens(values)
         limit = self.cfg.max_input_tokens
         if limit > 0 and not self.cfg.truncate:
             for i, n in enumerate(tokens):
@@ -128,16 +128,7 @@ def create_app(cfg: ServeConfig) -> FastAPI:
     app = FastAPI(title="lmcraft", lifespan=lifespan, docs_url="/docs", redoc_url=None)
     app.state.lmcraft = state
     app.add_middleware(BodyLimit, max_bytes=cfg.max_body_bytes)
-
-    @app.middleware("http")
-    async def count(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        began = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        path = getattr(route, "path", "unmatched")
-        state.metrics.requests.labels(path, str(response.status_code)).inc()
-        state.metrics.latency.labels(path).observe(time.perf_counter() - began)
-        return response
+    app.add_middleware(CountRequests, metrics=state.metrics)  # added last, so outermost: counts the 413s too
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, error: ApiError) -> JSONResponse:
@@ -184,7 +175,7 @@ def create_app(cfg: ServeConfig) -> FastAPI:
         return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.post("/v1/predict")
-    async def predict(body: PredictRequest) -> dict[str, Any]:
+    async def predict(body: PredictRequest) -> JSONResponse:
         served = state.model(body.model, "predict")
         try:
             examples = served.predictor.examples(body.inputs)
@@ -193,7 +184,7 @@ def create_app(cfg: ServeConfig) -> FastAPI:
         tokens = state.check_length(served, body.inputs, "inputs")
         assert served.batcher is not None
         outputs = await state.within_time(served.batcher.submit([("predict", e) for e in examples], tokens))
-        return {"model": served.name, "outputs": outputs}
+        return JSONResponse({"model": served.name, "outputs": outputs})  # plain JSON already: no re-encoding
 
     @app.post("/v1/embeddings")
     async def embeddings(body: EmbeddingRequest) -> dict[str, Any]:
