@@ -18,6 +18,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+QUIET_ROUNDS = 3  # yields to the event loop that bring no request before a batch closes
+
 
 class Overloaded(Exception):
     """The queue is full; try again later."""
@@ -70,24 +72,44 @@ class DynamicBatcher:
         longest = max([t for p in batch for t in p.tokens] + pending.tokens + [1])
         return n <= self.max_batch_size and n * longest <= self.max_batch_tokens
 
+    async def _gather(self, batch: list[Pending]) -> Pending | None:
+        """Add the requests that are waiting, or about to be, to ``batch``; return one that cannot join it.
+
+        Requests the event loop is still reading are about to arrive: yielding to the loop a few times lets
+        them reach the queue, and gathering stops once ``QUIET_ROUNDS`` yields in a row bring nothing (a lone
+        request then waits a few microseconds, not ``max_wait_ms``). With ``max_wait_ms`` the first request
+        also waits that long for others."""
+        deadline = batch[0].queued_at + self.max_wait
+        quiet = 0
+        while True:
+            try:
+                nxt = self.queue.get_nowait()
+            except asyncio.QueueEmpty:
+                remaining = deadline - time.perf_counter()
+                if quiet >= QUIET_ROUNDS and remaining <= 0:
+                    return None
+                if quiet < QUIET_ROUNDS:
+                    quiet += 1
+                    await asyncio.sleep(0)
+                    continue
+                try:
+                    nxt = await asyncio.wait_for(self.queue.get(), remaining)
+                except asyncio.TimeoutError:
+                    return None
+            quiet = 0
+            if not self._fits(batch, nxt):
+                return nxt  # it starts the next batch
+            batch.append(nxt)
+            if sum(len(p.inputs) for p in batch) >= self.max_batch_size:
+                return None
+
     async def _serve(self) -> None:
         loop = asyncio.get_running_loop()
         carry: Pending | None = None
         while True:
             first = carry or await self.queue.get()
-            carry, batch = None, [first]
-            deadline = first.queued_at + self.max_wait
-            while True:
-                remaining = deadline - time.perf_counter()
-                try:
-                    nxt = self.queue.get_nowait() if remaining <= 0 else \
-                        await asyncio.wait_for(self.queue.get(), remaining)
-                except (asyncio.TimeoutError, asyncio.QueueEmpty):
-                    break
-                if not self._fits(batch, nxt):
-                    carry = nxt  # it starts the next batch
-                    break
-                batch.append(nxt)
+            batch = [first]
+            carry = await self._gather(batch)
             live = [p for p in batch if not p.future.done()]  # a request that timed out is not run
             self.waiting -= sum(len(p.inputs) for p in batch)
             if not live:

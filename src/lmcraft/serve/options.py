@@ -15,7 +15,8 @@ class ServeConfig:
     port: int = opt(8000, "port to listen on")
     max_batch_size: int = opt(64, "inputs run together at most in one batch (dynamic batching)")
     max_batch_tokens: int = opt(8192, "tokens (inputs × longest input) in one batch at most")
-    max_wait_ms: float = opt(5.0, "how long the first request of a batch waits for others to join it")
+    max_wait_ms: float = opt(0.0, "how long the first request of a batch waits for others to join it (0: not at "
+                                  "all; the requests that arrive while a batch runs form the next one)")
     max_queue: int = opt(1024, "inputs waiting at most; more are answered 429 with Retry-After")
     max_body_bytes: int = opt(1_000_000, "largest request body; larger ones are answered 413")
     max_input_tokens: int = opt(0, "longest input in tokens; longer ones are answered 422 (0: the model's own "
