@@ -7,7 +7,7 @@ random classifier of the same shape): throughput and p50 / p99 latency of one-te
 answer or a 429 / 504 (counted). Peak RSS of both servers is printed. For chat (a random decoder of the
 same width with the chat template): tokens/s and time to first token at concurrency 1 and 8.
 
-    python bench/serve_load.py [--model-dir DIR] [--requests 400] [--seconds 30] [--threads 2]
+    python bench/serve_load.py [--model-dir DIR] [--requests 2000] [--seconds 20] [--threads 2]
 """
 
 from __future__ import annotations
@@ -90,32 +90,17 @@ def peak_rss_mb(process: subprocess.Popen) -> float:
     return float("nan")
 
 
-def load(url: str, texts: list[str], concurrency: int, requests: int, seconds: float) -> dict[str, Any]:
-    """One-text requests from ``concurrency`` clients, ``requests`` in all or until ``seconds`` pass."""
-    latencies: list[float] = []
-    statuses: dict[int, int] = {}
-    began = time.perf_counter()
-    deadline = began + seconds
-    counter = iter(range(requests))
-
-    def client(_: int) -> None:
-        with httpx.Client(timeout=120) as http:
-            for i in counter:
-                if time.perf_counter() > deadline:
-                    return
-                start = time.perf_counter()
-                status = http.post(f"{url}/v1/predict", json={"inputs": [texts[i % len(texts)]]}).status_code
-                statuses[status] = statuses.get(status, 0) + 1
-                if status == 200:
-                    latencies.append(time.perf_counter() - start)
-
-    with ThreadPoolExecutor(concurrency) as pool:
-        list(pool.map(client, range(concurrency)))
-    wall = time.perf_counter() - began
-    latencies.sort()
-    return {"requests_per_s": len(latencies) / wall, "p50_ms": 1000 * statistics.median(latencies),
-            "p99_ms": 1000 * latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))],
-            "answered": sum(statuses.values()), "statuses": statuses}
+def load(url: str, texts_file: Path, concurrency: int, requests: int, seconds: float) -> dict[str, Any]:
+    """One-text requests over ``concurrency`` connections, ``requests`` in all or until ``seconds`` pass, sent by
+    bench/http_load.py in a process of its own."""
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / "http_load.py"), f"{url}/v1/predict", str(texts_file),
+                           "--concurrency", str(concurrency), "--requests", str(requests), "--seconds", str(seconds)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"the load generator failed at concurrency {concurrency} on {url}:\n{done.stderr}")
+    result = json.loads(done.stdout)
+    result["statuses"] = {int(k): v for k, v in result["statuses"].items()}
+    return result
 
 
 def chat_load(url: str, concurrency: int, rounds: int) -> dict[str, float]:
@@ -153,14 +138,16 @@ def chat_load(url: str, concurrency: int, rounds: int) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model-dir", type=Path, default=QUICKSTART if QUICKSTART.exists() else None)
-    parser.add_argument("--requests", type=int, default=400, help="requests per concurrency level at most")
-    parser.add_argument("--seconds", type=float, default=30, help="time per concurrency level at most")
+    parser.add_argument("--requests", type=int, default=2000, help="requests per concurrency level at most")
+    parser.add_argument("--seconds", type=float, default=20, help="time per concurrency level at most")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--chat-rounds", type=int, default=4)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         classifier, bot, texts = build_models(workdir, args.model_dir)
+        texts_file = workdir / "texts.txt"
+        texts_file.write_text("".join(t.replace("\n", " ") + "\n" for t in texts), encoding="utf-8")
         subprocess.run([sys.executable, "-m", "lmcraft", "export", "--to", "hf", str(classifier), str(workdir / "hf")],
                        check=True, stdout=subprocess.DEVNULL)
         remote = "auto_map" in json.loads((workdir / "hf" / "config.json").read_text())
@@ -177,11 +164,11 @@ def main() -> None:
         urls = {"lmcraft serve": ours_url, "FastAPI + pipeline": peer_url}
         try:
             for url in urls.values():
-                load(url, texts, 2, 20, 10)  # warm-up
+                load(url, texts_file, 2, 50, 10)  # warm-up
             results: dict[int, dict[str, dict[str, Any]]] = {}
             for concurrency in (1, 8, 32):
                 order = list(urls) if concurrency != 8 else list(reversed(urls))
-                results[concurrency] = {side: load(urls[side], texts, concurrency, args.requests, args.seconds)
+                results[concurrency] = {side: load(urls[side], texts_file, concurrency, args.requests, args.seconds)
                                         for side in order}
             chat = {c: chat_load(ours_url, c, args.chat_rounds) for c in (1, 8)}
             rss = {side: peak_rss_mb(p) for side, p in servers.items()}
