@@ -167,3 +167,23 @@ def test_sigterm_lets_the_request_in_flight_finish(model_dirs: dict[str, Path]) 
         response = pending.result()
     assert response.status_code == 200 and response.json()["outputs"][0]["label"] in ("neg", "pos")
     assert process.wait(timeout=30) in (0, -15)  # uvicorn re-raises SIGTERM once it has drained
+
+
+def test_bf16_serving_keeps_encoders_close_and_decoders_in_fp32(model_dirs: dict[str, Path]) -> None:
+    """``--bf16 on`` puts an encoder's weights in bf16 (probabilities within bf16's rounding of fp32's, the same
+    labels where fp32 is not near a tie) and leaves a generating model in fp32; a bad value is refused."""
+    import torch
+
+    from lmcraft.serve.options import ServeConfig
+
+    exact, fast = Predictor(model_dirs["sentiment"]), Predictor(model_dirs["sentiment"], bf16=True)
+    assert fast.bf16 and next(fast.model.parameters()).dtype == torch.bfloat16
+    for a, b in zip(exact.predict(TEXTS), fast.predict(TEXTS), strict=True):
+        for label, p in a["probabilities"].items():
+            assert abs(p - b["probabilities"][label]) < 0.03, (a, b)
+        if max(a["probabilities"].values()) > 0.6:
+            assert a["label"] == b["label"]
+    bot = Predictor(model_dirs["bot"], bf16=True)
+    assert not bot.bf16 and next(bot.model.parameters()).dtype == torch.float32
+    with pytest.raises(ValueError, match="--bf16 must be auto, on or off, not 'maybe'"):
+        ServeConfig(models=["x"], bf16="maybe")

@@ -65,6 +65,9 @@ class Predictor:
         model_dir: an lmcraft or Hugging Face model directory (or a loaded ``(model, tokenizer)`` pair).
         head: which task head, when the model has several.
         int8: quantize the linear layers to int8 (dynamic quantization, CPU).
+        bf16: keep an encoder's weights in bf16 (fast where the CPU or GPU computes bf16 natively: AMX,
+            AVX512-BF16, Arm BF16; slow elsewhere). Probabilities move by about 1e-2; generating models stay
+            fp32 (ignored for them), and so does int8.
         compile: compile the backbone with ``torch.compile`` (encoders).
         compiled: the ahead-of-time package of ``lmcraft compile`` (native code): False (the default) never
             loads one; True loads it when it matches the weights; "trusted" loads it when it matches and
@@ -76,9 +79,9 @@ class Predictor:
     """
 
     def __init__(self, model_dir: str | Path | tuple[Model, TextTokenizer], *, head: str | None = None,
-                 int8: bool = False, compile: bool = False, compiled: bool | Literal["trusted"] = False,
-                 settings: dict[str, Any] | None = None, fields: Fields | None = None,
-                 require_task: bool = True) -> None:
+                 int8: bool = False, bf16: bool = False, compile: bool = False,
+                 compiled: bool | Literal["trusted"] = False, settings: dict[str, Any] | None = None,
+                 fields: Fields | None = None, require_task: bool = True) -> None:
         if isinstance(model_dir, tuple):
             self.model, self.tokenizer = model_dir
             self.model_dir: Path | None = None
@@ -99,14 +102,18 @@ class Predictor:
             from lmcraft.model.quantize import int8_dynamic
 
             self.model = int8_dynamic(self.model)
+        generates = self.model.cfg.causal or (self.task is not None and self.task.generates)
+        self.bf16 = bf16 and not int8 and not generates
+        if self.bf16:
+            self.model.to(torch.bfloat16)
         if compile:
             if self.model.cfg.causal or (self.task is not None and self.task.generates):
                 raise ValueError("--compile speeds up encoders (classify, tag, relate, qa); a generating model "
                                  "decodes step by step with its cache and is not compiled")
             self.model.compile_backbone()
         self.model.eval()
-        self.compiled = self._compiled(trusted_only=compiled == "trusted") if compiled and not (int8 or compile) \
-            else None
+        self.compiled = self._compiled(trusted_only=compiled == "trusted") \
+            if compiled and not (int8 or compile or self.bf16) else None
 
     def _calibrate(self) -> float | None:
         """Apply the temperature that ``lmcraft report --dev`` stored for this head in calibration.json."""

@@ -7,11 +7,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from lmcraft.inference.predictor import Predictor
 from lmcraft.serve.batcher import DynamicBatcher
 from lmcraft.serve.generation import GenerationRequest, decoding_key, run_generation
 from lmcraft.serve.metrics import ServerMetrics
 from lmcraft.serve.options import ServeConfig
+from lmcraft.train.precision import use_bf16
 
 
 def model_names(entries: list[str]) -> dict[str, Path]:
@@ -39,7 +42,8 @@ class ServedModel:
 
     @classmethod
     def load(cls, name: str, directory: Path, cfg: ServeConfig) -> ServedModel:
-        predictor = Predictor(directory, int8=cfg.int8, compiled=True if cfg.compiled else "trusted",
+        bf16 = use_bf16(cfg.bf16, torch.device("cpu"))  # the server runs on the CPU
+        predictor = Predictor(directory, int8=cfg.int8, bf16=bf16, compiled=True if cfg.compiled else "trusted",
                               require_task=False)
         model, task = predictor.model, predictor.task
         capabilities = []
