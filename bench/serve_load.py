@@ -7,7 +7,7 @@ random classifier of the same shape): throughput and p50 / p99 latency of one-te
 answer or a 429 / 504 (counted). Peak RSS of both servers is printed. For chat (a random decoder of the
 same width with the chat template): tokens/s and time to first token at concurrency 1 and 8.
 
-    python bench/serve_load.py [--model-dir DIR] [--requests 2000] [--seconds 20] [--threads 2]
+    python bench/serve_load.py [--model-dir DIR] [--requests 2000] [--seconds 20] [--threads 2] [--int8 | --bf16]
 """
 
 from __future__ import annotations
@@ -142,6 +142,11 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20, help="time per concurrency level at most")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--chat-rounds", type=int, default=4)
+    parser.add_argument("--int8", action="store_true", help="serve lmcraft's side with --int8 (dynamic int8 linear "
+                                                            "layers; the peer stays fp32, so the ratio is not like "
+                                                            "for like: say so when you quote it)")
+    parser.add_argument("--bf16", action="store_true", help="serve lmcraft's side with --bf16 on (fast where the CPU "
+                                                            "computes bf16 natively; the peer stays fp32)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
@@ -155,7 +160,8 @@ def main() -> None:
         ours_url, peer_url = f"http://127.0.0.1:{ours_port}", f"http://127.0.0.1:{peer_port}"
         servers = {
             "lmcraft serve": start([sys.executable, "-m", "lmcraft", "serve", f"clf={classifier}", f"bot={bot}",
-                                    "--port", str(ours_port), "--threads", str(args.threads), "--max-queue", "4096"],
+                                    "--port", str(ours_port), "--threads", str(args.threads), "--max-queue", "4096",
+                                    *(["--int8"] if args.int8 else []), *(["--bf16", "on"] if args.bf16 else [])],
                                    ours_url),
             "FastAPI + pipeline": start([sys.executable, str(ROOT / "bench" / "peer_server.py"), str(workdir / "hf"),
                                          "--port", str(peer_port), "--threads", str(args.threads),
@@ -177,7 +183,9 @@ def main() -> None:
                 process.terminate()
                 process.wait(timeout=60)
     what = "the quickstart classifier" if args.model_dir == QUICKSTART else f"classifier {args.model_dir or '(random)'}"
-    print(f"Serving {what}, one text per request, loopback, {args.threads} threads per server")
+    print(f"Serving {what}, one text per request, loopback, {args.threads} threads per server"
+          + (" (lmcraft serve --int8, the peer fp32)" if args.int8 else
+             " (lmcraft serve --bf16 on, the peer fp32)" if args.bf16 else " (fp32 on both sides)"))
     for concurrency, sides in results.items():
         for side, r in sides.items():
             print(f"  c={concurrency:<3} {side:<20} {r['requests_per_s']:>7.1f} req/s   p50 {r['p50_ms']:>7.1f} ms   "
