@@ -27,7 +27,7 @@ from lmcraft.report.errors import errors
 from lmcraft.report.html import render
 from lmcraft.report.options import ReportConfig
 from lmcraft.report.robustness import load_checklist, run_checklist
-from lmcraft.report.scored import Scored, score
+from lmcraft.report.scored import Scored, from_labels, score
 from lmcraft.report.slices import slices
 from lmcraft.report.uncertainty import compare, intervals
 
@@ -130,6 +130,12 @@ def _class_sections(cfg: ReportConfig, predictor: Predictor, examples: list[Any]
             if other_scored is None:
                 raise ValueError(f"--compare {other_dir}: its head scores no fixed set of classes")
             section["comparisons"].append(compare(scored, cfg.model_dir, other_scored, other_dir, draws))
+        for entry in cfg.compare_predictions:
+            name, _, path = entry.rpartition("=")
+            if not path.endswith(".jsonl"):
+                raise ValueError(f"--compare-predictions {entry}: give NAME=FILE.jsonl")
+            section["comparisons"].append(compare(scored, cfg.model_dir, from_labels(path, scored), name or path,
+                                                  draws))
         rows = [(f"{name} ({cfg.model_dir})" if section["comparisons"] else name, i)
                 for name, i in section["metrics"].items()]
         rows += [(f"{name} ({c['model']})", i) for c in section["comparisons"] for name, i in c["metrics"].items()]

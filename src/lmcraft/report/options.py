@@ -15,6 +15,9 @@ class ReportConfig:
     out: str = opt("report", "directory to write report.html and report.json to")
     compare: list[str] = opt([], "other model directories scored on the same examples: paired bootstrap of each "
                                  "metric's difference and McNemar's exact test of accuracy")
+    compare_predictions: list[str] = opt([], "NAME=FILE.jsonl: the labels another system gave the same examples, one "
+                                             "JSON object with a \"label\" a line, in order (a baseline that is not "
+                                             "a model directory); compared like --compare, without calibration")
     dev: str = opt("", "a labelled dev file: fit temperature scaling on it and store T in MODEL_DIR/calibration.json "
                        "(predict, evaluate and serve then give calibrated probabilities)")
     slice_field: list[str] = opt([], "fields of the data file to slice the metrics by (besides text length)")

@@ -51,3 +51,23 @@ def score(predictor: Predictor, examples: list[Any], *, batch_size: int = 64) ->
     return Scored(list(scores.labels), scores.log_probs.double().numpy(),
                   np.array([ids[str(g)] for g in scores.gold]), list(scores.texts),
                   predictor.temperature or 1.0)
+
+
+def from_labels(path: str, reference: Scored) -> Scored:
+    """The labels in ``path`` (JSONL, ``{"label": ...}`` a line, one per example of ``reference``, in order) as a
+    Scored whose probabilities are one-hot: enough for accuracy, F1 and the paired tests, not for calibration."""
+    from lmcraft.data.readers import records
+
+    index = {name: i for i, name in enumerate(reference.labels)}
+    predicted = []
+    for line, record in records(path, "utf-8"):
+        label = record.get("label")
+        if str(label) not in index:
+            raise ValueError(f"{path}:{line}: field 'label': {label!r} is not one of the model's classes "
+                             f"{reference.labels}")
+        predicted.append(index[str(label)])
+    if len(predicted) != len(reference):
+        raise ValueError(f"{path}: {len(predicted)} predictions for {len(reference)} examples; one a line, in order")
+    log_probs = np.full((len(predicted), len(reference.labels)), -1e9)
+    log_probs[np.arange(len(predicted)), predicted] = 0.0
+    return Scored(reference.labels, log_probs, reference.gold, reference.texts)

@@ -108,8 +108,9 @@ def tfidf_baseline(train: Sequence[Example], dev: Sequence[Example], test: Seque
                    c_grid: dict[str, tuple[float, ...]] | None = None) -> dict[str, Any]:
     """Fit every candidate on train, keep the best by dev accuracy, score it on test.
 
-    Returns ``{"name", "test", "dev", "chosen", "language", "search", "seconds"}``: ``name`` says what was
-    chosen and its dev score, ``search`` holds every candidate's dev accuracy (never a test score).
+    Returns ``{"name", "test", "dev", "test_predictions", "chosen", "language", "search", "seconds"}``:
+    ``name`` says what was chosen and its dev score, ``test_predictions`` the label it gives each test
+    example (for paired comparisons), ``search`` every candidate's dev accuracy (never a test score).
     """
     start = time.perf_counter()
     labels = sorted({ex.label for ex in train})  # type: ignore[type-var]
@@ -137,8 +138,10 @@ def tfidf_baseline(train: Sequence[Example], dev: Sequence[Example], test: Seque
     assert best is not None, "no candidates: give at least one feature set and one C"
     dev_accuracy, chosen, model, features = best
     x_test = sp.hstack([matrices[k]["test"] for k in features.split("+")], format="csr")
-    metrics = classification_metrics([index[e.label] for e in test], model.predict(x_test).tolist(), labels)  # type: ignore[index]
+    predicted = model.predict(x_test).tolist()
+    metrics = classification_metrics([index[e.label] for e in test], predicted, labels)  # type: ignore[index]
     return {"name": describe(chosen, chinese, dev_accuracy), "test": metrics, "dev": {"accuracy": dev_accuracy},
+            "test_predictions": [labels[i] for i in predicted],
             "chosen": {"features": chosen.features, "classifier": chosen.classifier, "C": chosen.C},
             "language": {"cjk_share": round(share, 4), "chinese": chinese}, "search": search,
             "seconds": time.perf_counter() - start}
