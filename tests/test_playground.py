@@ -5,13 +5,13 @@ streamed into the page, equal to the non-streamed reply. The browser logs no err
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 import torch
+from browser import chromium, needs_chromium
 from conftest import tiny_config
 from serving import save_tiny_models, start_server, stop_server
 
@@ -20,15 +20,9 @@ from lmcraft.model.io import save_model_dir
 from lmcraft.tasks.tag.task import Tag
 from lmcraft.tokenizer import TextTokenizer
 
-CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 TAGS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(not (shutil.which(CHROMIUM) and shutil.which(CHROMEDRIVER)),
-                       reason=f"needs {CHROMIUM} and {CHROMEDRIVER} (Debian: apt-get install chromium chromium-driver "
-                              "fonts-wqy-microhei; `make test` installs them when run as root)"),
-]
+pytestmark = [pytest.mark.slow, needs_chromium]
 webdriver = pytest.importorskip("selenium.webdriver", reason="needs selenium (the dev extra)")
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
@@ -58,16 +52,8 @@ def server(model_dirs: dict[str, Path]) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1200,900"):
-        options.add_argument(argument)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
-    yield driver
-    driver.quit()
+    with chromium() as driver:
+        yield driver
 
 
 def submit(driver, model: str, text: str) -> None:

@@ -44,20 +44,30 @@ def quickstart_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict
 def test_quickstart_runs_end_to_end(quickstart_run: tuple[Path, dict], capsys: pytest.CaptureFixture[str]) -> None:
     out, summary = quickstart_run
     results = summary["results"]
-    assert set(results) == {"pretrain", "finetune", "scratch", "baseline"}
+    assert set(results) == {"pretrain", "finetune", "scratch", "baseline", "report"}
     for name in ("finetune", "scratch", "baseline"):
         assert 0.4 < results[name]["test"]["accuracy"] <= 1.0
         assert results[name]["test"]["n"] == 1733
     assert results["baseline"]["test"]["accuracy"] > 0.83  # the classic baseline on real data
     best = out / "finetune" / "best"
-    assert sorted(p.name for p in best.iterdir()) == ["config.json", "model.safetensors", "run_card.json",
-                                                      "tokenizer.json"]
+    assert sorted(p.name for p in best.iterdir()) == ["calibration.json", "config.json", "model.safetensors",
+                                                      "run_card.json", "tokenizer.json"]
     card = json.loads((best / "run_card.json").read_text())
     assert card["parent"]["stage"] == "pretrain" and card["versions"]["torch"]
     assert set(card["wall_time_s"]) >= {"train", "test"} and "test" in card["metrics"]
     report = (out / "report.md").read_text()
     assert "| pretrained + fine-tuned |" in report and "| TF-IDF " in report
     assert (out / "finetune" / "test_predictions.jsonl").read_text().count("\n") == 1733
+    # the report stage: intervals around the fine-tuned model's figures, paired tests against the scratch model
+    # and the baseline on the same examples, and the temperature fitted on dev stored with the model
+    evaluation = results["report"]
+    accuracy = evaluation["intervals"]["accuracy"]
+    assert accuracy["low"] <= results["finetune"]["test"]["accuracy"] <= accuracy["high"]
+    assert [Path(c["model"]).parent.name if c["model"] != "baseline" else "baseline"
+            for c in evaluation["comparisons"]] == ["scratch", "baseline"]
+    assert all("accuracy" in c["verdicts"] for c in evaluation["comparisons"])
+    assert (out / "report" / "report.html").stat().st_size > 10_000 and (best / "calibration.json").exists()
+    assert "95% bootstrap intervals" in report and "against baseline:" in report
 
 
 @pytest.mark.slow
@@ -115,7 +125,7 @@ def test_ner_recipe_runs_end_to_end(tmp_path: Path) -> None:
     """The NER recipe at a tiny size: tagger with and without CRF, from scratch, and the CRF baseline, all
     scored on the same test sentences."""
     recipe = load_recipe(Path(__file__).parent.parent / "recipes" / "ner-zh.yaml",
-                         [*TINY, "max_train_examples=300", f"out={tmp_path}"])
+                         [*TINY, "max_train_examples=300", "report=false", f"out={tmp_path}"])
     summary = run_recipe(recipe)
     results = summary["results"]
     assert set(results) == {"pretrain", "finetune", "variant", "scratch", "baseline"}

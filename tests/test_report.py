@@ -18,6 +18,7 @@ from lmcraft.model.io import save_model_dir
 from lmcraft.tasks.classify.options import ClassifyOptions
 from lmcraft.tasks.classify.task import Classify
 from lmcraft.tokenizer import TextTokenizer
+from tests.browser import chromium, needs_chromium
 from tests.conftest import tiny_config
 
 
@@ -107,3 +108,47 @@ def test_attributions_highlight_the_tokens_of_mistakes_and_correct_answers(tiny:
         weights = [w for _, w in a["tokens"]]
         assert a["tokens"] and max(abs(w) for w in weights) == pytest.approx(1.0, abs=1e-3)
     assert "<mark" in (out / "report.html").read_text(encoding="utf-8")
+
+
+def test_another_systems_labels_are_compared_and_a_bad_line_is_named(tiny: dict) -> None:
+    from lmcraft.report.build import build_report
+    from lmcraft.report.options import ReportConfig
+
+    model, _ = tiny["models"]
+    gold = [json.loads(x)["label"] for x in tiny["test"].read_text(encoding="utf-8").splitlines()]
+    perfect = _write(tiny["root"] / "perfect.jsonl", [{"label": label} for label in gold])
+    cfg = ReportConfig(model_dir=str(model), data=str(tiny["test"]), out=str(tiny["root"] / "vs"), n_boot=200,
+                       compare_predictions=[f"oracle={perfect}"], checklist_examples=20, attributions=False)
+    comparison = build_report(cfg)["uncertainty"]["comparisons"][0]
+    assert comparison["model"] == "oracle" and comparison["metrics"]["accuracy"]["value"] == 1.0
+    assert comparison["verdicts"]["accuracy"].startswith("oracle leads")
+
+    bad = _write(tiny["root"] / "bad.jsonl", [{"label": gold[0]}, {"label": "maybe"}])
+    with pytest.raises(ValueError, match=r"bad\.jsonl:2: field 'label': 'maybe' is not one of"):
+        build_report(ReportConfig(model_dir=str(model), data=str(tiny["test"]), out=str(tiny["root"] / "vs2"),
+                                  compare_predictions=[f"x={bad}"], checklist_examples=20, attributions=False))
+
+
+@pytest.mark.slow
+@needs_chromium
+def test_the_report_renders_every_section_in_a_browser(tiny: dict) -> None:
+    """Headless Chromium opens the report from disk (no server, no network) and shows every section of a
+    classifier's report, each figure decoded by the browser, without a console error."""
+    from selenium.webdriver.common.by import By
+
+    model, other = tiny["models"]
+    out = tiny["root"] / "browser"
+    assert main(["report", str(model), str(tiny["test"]), "--out", str(out), "--compare", str(other),
+                 "--dev", str(tiny["dev"]), "--slice-field", "source", "--n-boot", "100",
+                 "--checklist-examples", "30", "--n-errors", "2"]) == 0
+    with chromium() as driver:
+        driver.get((out / "report.html").resolve().as_uri())
+        headings = [h.text for h in driver.find_elements(By.TAG_NAME, "h2")]
+        for section in ("1. Metrics with 95% intervals", "2. Errors", "3. Calibration", "4. Slices",
+                        "5. Robustness (CheckList)", "6. Attributions", "Timings"):
+            assert section in headings, (section, headings)
+        images = driver.find_elements(By.TAG_NAME, "img")
+        assert len(images) == 3 and all(driver.execute_script("return arguments[0].naturalWidth", i) > 100
+                                        for i in images), "every plot decodes"
+        assert driver.find_elements(By.CSS_SELECTOR, "mark"), "attributions are highlighted"
+        assert not [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]

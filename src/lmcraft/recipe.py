@@ -18,7 +18,7 @@ import yaml
 
 from lmcraft.config import ModelOptions, PretrainConfig, TrainConfig, from_dict, opt, to_dict
 from lmcraft.data.builtin import BUILTINS, prepare
-from lmcraft.data.readers import Fields, read_corpus
+from lmcraft.data.readers import Fields, read_corpus, write_jsonl
 from lmcraft.finetune import load_splits, run_finetune
 from lmcraft.pretrain import run_pretrain
 from lmcraft.stage_options import FinetuneConfig, InitOptions, TaskOptions
@@ -62,6 +62,9 @@ class Recipe:
     compare_scratch: bool = opt(True, "also fine-tune the same architecture from random initialisation")
     baseline: bool = opt(True, "also fit the task's classic baseline on the same split: the best TF-IDF "
                                "linear model on dev (classify), a CRF over character features (tag)…")
+    report: bool = opt(True, "end with `lmcraft report` on the fine-tuned model and the test split: intervals, paired "
+                             "tests against the other models, calibration (temperature fitted on dev), slices, "
+                             "robustness, attributions (OUT/report/report.html)")
     progress: bool = opt(True, "show progress bars")
 
 
@@ -195,7 +198,15 @@ def run_recipe(recipe: Recipe) -> dict[str, Any]:
     if recipe.baseline:
         stage("baseline")
         results["baseline"] = task_class(recipe.task).baseline(examples, files)
+        predicted = results["baseline"].pop("test_predictions", None)  # kept out of summary.json: one per example
+        if predicted is not None:
+            write_jsonl(out / "baseline" / "test_predictions.jsonl", [{"label": label} for label in predicted])
         done("baseline")
+
+    if recipe.report and "test" in files:
+        stage("report")
+        results["report"] = evaluation_report(recipe, out, files)
+        done("report")
 
     summary = {"recipe": to_dict(recipe), "results": results, "wall_time_s": {k: round(v, 1) for k, v in times.items()},
                "model_dir": str(out / "finetune" / "best")}
@@ -204,6 +215,26 @@ def run_recipe(recipe: Recipe) -> dict[str, Any]:
     (out / "report.md").write_text(table + "\n", encoding="utf-8")
     print("\n" + table)
     return summary
+
+
+def evaluation_report(recipe: Recipe, out: Path, files: dict[str, Path]) -> dict[str, Any]:
+    """``lmcraft report`` on the fine-tuned model and the test split, with the other models of the recipe compared on
+    the same examples; what the summary keeps of it (the intervals and the verdicts of the paired tests)."""
+    from lmcraft.report.build import build_report
+    from lmcraft.report.options import ReportConfig
+
+    others = [str(out / name / "best") for name in ("variant", "scratch") if (out / name / "best").is_dir()]
+    baseline = out / "baseline" / "test_predictions.jsonl"
+    report = build_report(ReportConfig(
+        model_dir=str(out / "finetune" / "best"), data=str(files["test"]), out=str(out / "report"),
+        compare=others, compare_predictions=[f"baseline={baseline}"] if baseline.exists() else [],
+        dev=str(files["dev"]), fields=recipe.data.fields))
+    uncertainty = report.get("uncertainty", {})
+    calibration = report.get("calibration", {})
+    return {"html": str(out / "report" / "report.html"), "intervals": uncertainty.get("metrics", {}),
+            "comparisons": [{"model": c["model"], "metrics": c["metrics"], "verdicts": c["verdicts"]}
+                            for c in uncertainty.get("comparisons", [])],
+            "ece": {when: calibration.get(when, {}).get("ece") for when in ("before", "after")}}
 
 
 def format_table(recipe: Recipe, summary: dict[str, Any]) -> str:
@@ -225,5 +256,22 @@ def format_table(recipe: Recipe, summary: dict[str, Any]) -> str:
             lines.append(f"| {name} | {values} | {seconds:.0f} |")
     lines += ["", "| stage | wall time (s) |", "|---|---:|"]
     lines += [f"| {name} | {seconds:.1f} |" for name, seconds in times.items()]
+    report = results.get("report")
+    if report and report["intervals"]:
+        lines += ["", "95% bootstrap intervals on the test split, and paired tests of the fine-tuned model against "
+                      "each other model on the same examples (`lmcraft report`):", ""]
+        lines.append("- pretrained + fine-tuned: " + ", ".join(
+            f"{name} {i['value']:.4f} [{i['low']:.4f}, {i['high']:.4f}]" for name, i in report["intervals"].items()))
+        for comparison in report["comparisons"]:
+            model = comparison["model"]
+            shown = "baseline" if model == "baseline" else Path(model).parent.name
+            lines.append(f"- against {shown}: " + "; ".join(
+                f"{metric}: {verdict}".replace(summary["model_dir"], "the fine-tuned model").replace(model, shown)
+                for metric, verdict in comparison["verdicts"].items()))
+        if report["ece"]["before"] is not None:
+            after = report["ece"]["after"]
+            lines.append(f"- calibration: test ECE {report['ece']['before']:.4f}"
+                         + (f", {after:.4f} after temperature scaling fitted on dev" if after is not None else ""))
+        lines.append(f"- the whole report: {report['html']}")
     lines += ["", f"Saved model: {summary['model_dir']}"]
     return "\n".join(lines)
