@@ -32,6 +32,12 @@ def placeholders(text: str) -> list[str]:
     return [m.group(0) for m in _TOKEN.finditer(text) if m.group(0) not in ("%%", "{{", "}}")]
 
 
+def without_placeholders(text: str) -> str:
+    """``text`` with each placeholder replaced by a space: what is left for checks of its words and numbers (the
+    2 of ``%2$s`` and the 255 of ``%.255s`` are not figures)."""
+    return _TOKEN.sub(lambda m: m.group(0) if m.group(0) in ("%%", "{{", "}}") else " ", text)
+
+
 @dataclass
 class _Args:
     """What a text's placeholders ask for: printf arguments by position, and named placeholders as a bag."""

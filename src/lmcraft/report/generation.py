@@ -23,7 +23,7 @@ from functools import cache
 from typing import Any
 
 from lmcraft.metrics.generation import is_chinese, rouge_tokens
-from lmcraft.metrics.placeholders import check_placeholders, placeholders
+from lmcraft.metrics.placeholders import check_placeholders, placeholders, without_placeholders
 from lmcraft.text import has_han
 
 _NUMBER = re.compile(r"\d+(?:[.,:]\d+)*")
@@ -32,7 +32,9 @@ N_EXAMPLES = 20  # flagged examples shown
 
 
 def numbers(text: str) -> set[str]:
-    return {m.group(0).replace(",", "") for m in _NUMBER.finditer(unicodedata.normalize("NFKC", text))}
+    """The figures of ``text``, placeholders left out (``%2$s``, ``%.255s`` and ``{0}`` hold none)."""
+    plain = unicodedata.normalize("NFKC", without_placeholders(text))
+    return {m.group(0).replace(",", "") for m in _NUMBER.finditer(plain)}
 
 
 @cache
