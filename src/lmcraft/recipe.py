@@ -130,7 +130,21 @@ def _corpus_files(recipe: Recipe, data_dir: Path) -> list[Path]:
     return files
 
 
+REPORT_PACKAGES = ("matplotlib", "jinja2", "opencc", "captum")  # the `report` extra
+
+
+def check_report_packages(recipe: Recipe) -> None:
+    """Refuse before training, not after it, when the report stage could not run."""
+    import importlib.util
+
+    missing = [name for name in REPORT_PACKAGES if importlib.util.find_spec(name) is None]
+    if recipe.report and missing:
+        raise ValueError(f"the recipe's report stage needs {', '.join(missing)}: pip install 'lmcraft[report]', "
+                         "or set report: false (or pass report=false)")
+
+
 def run_recipe(recipe: Recipe) -> dict[str, Any]:
+    check_report_packages(recipe)
     out = Path(recipe.out)
     out.mkdir(parents=True, exist_ok=True)
     times: dict[str, float] = {}
