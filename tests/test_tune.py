@@ -16,6 +16,7 @@ import optuna
 import pytest
 
 from lmcraft.cli import main
+from lmcraft.config import from_dict
 from lmcraft.finetune import run_finetune
 from lmcraft.stage_options import FinetuneConfig, InitOptions
 from lmcraft.tasks.registry import task_class
@@ -99,6 +100,16 @@ def test_a_study_runs_and_writes_its_report(tiny_data: Path, zh_tokenizer_dir: P
     assert summary["final"]["seeds"] == [0, 1]
     assert len(summary["final"]["dev"]["accuracy"]["values"]) == 2
     assert {"mean", "std"} <= set(summary["final"]["test"]["accuracy"])
+    # seed 0 of the final retraining is the best trial itself, not trained again ...
+    best_dir = Path(summary["best_trial"]["run_dir"])
+    assert summary["final"]["runs"] == [str(best_dir), str(out / "final-seed-1")]
+    assert not (out / "final-seed-0").exists()
+    # ... which holds because the same options and seed train the same model: rerun the trial and compare
+    card = json.loads((best_dir / "best" / "run_card.json").read_text())
+    rerun = run_finetune(configure(from_dict(FinetuneConfig, card["config"]), {}, out=str(tmp_path / "rerun")))
+    trial_summary = json.loads((best_dir / "summary.json").read_text())
+    assert rerun["dev"] == trial_summary["dev"] and rerun["test"]["accuracy"] == trial_summary["test"]["accuracy"]
+    assert summary["final"]["dev"]["accuracy"]["values"][0] == trial_summary["dev"]["accuracy"]
     assert (out / "best" / "config.json").exists() and (out / "best" / "run_card.json").exists()
     for n in (0, 1):
         assert (out / f"trial-{n}" / "best" / "run_card.json").exists()

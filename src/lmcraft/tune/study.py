@@ -74,6 +74,11 @@ def _mean_std(runs: list[dict[str, float]]) -> dict[str, dict[str, Any]]:
                 "values": [r[k] for r in runs]} for k in keys}
 
 
+def _mean_duration(trials: list[Any]) -> float:
+    durations = [t.duration.total_seconds() for t in trials if t.duration is not None]
+    return statistics.fmean(durations) if durations else 0.0
+
+
 def run_tune(cfg: TuneConfig) -> dict[str, Any]:
     began = time.monotonic()
     base = cfg.finetune
@@ -108,9 +113,9 @@ def run_tune(cfg: TuneConfig) -> dict[str, Any]:
         finished = study.get_trials(deepcopy=False, states=DONE)
         if cfg.trials and len(finished) >= cfg.trials:
             study.stop()
-        durations = [t.duration.total_seconds() for t in finished if t.duration is not None]
-        mean = statistics.fmean(durations) if durations else 0.0
-        if time.monotonic() - began + mean * (1 + cfg.final_seeds) > budget:
+        next_trial = _mean_duration(finished)
+        whole_run = _mean_duration([t for t in finished if t.state == TrialState.COMPLETE]) or next_trial
+        if time.monotonic() - began + next_trial + whole_run * max(cfg.final_seeds - 1, 0) > budget:
             print("tune: the budget is spent; no more trials")
             study.stop()
 
@@ -122,7 +127,7 @@ def run_tune(cfg: TuneConfig) -> dict[str, Any]:
     if not complete:
         raise ValueError(f"no trial of {out / 'study.log'} finished; see the trials' directories and logs")
     best = study.best_trial
-    final = retrain(cfg, out, {**fixed, **best.params}, metric, best.user_attrs["run_dir"], direction)
+    final = retrain(cfg, out, {**fixed, **best.params}, metric, best, direction)
     summary = {
         "task": base.task, "metric": metric, "direction": direction, "budget": cfg.budget,
         "trials": {s.name.lower(): len(study.get_trials(deepcopy=False, states=(s,))) for s in TrialState},
@@ -137,13 +142,20 @@ def run_tune(cfg: TuneConfig) -> dict[str, Any]:
     return summary
 
 
-def retrain(cfg: TuneConfig, out: Path, params: dict[str, Any], metric: str, best_run: str,
+def retrain(cfg: TuneConfig, out: Path, params: dict[str, Any], metric: str, best: optuna.trial.FrozenTrial,
             direction: str) -> dict[str, Any]:
     """The best configuration trained with ``cfg.final_seeds`` seeds: mean ± std on dev and test; the model of
-    the best seed (by dev) becomes ``out/best``. Without final seeds the best trial's model is kept."""
+    the best seed (by dev) becomes ``out/best``. The first seed is the trials' own, so the best trial (which
+    ran to its end) is that run already and is not trained again: training is exact for a seed
+    (tests/test_tune.py checks it). Without final seeds the best trial's model is kept."""
     base = cfg.finetune
+    trial_dir = Path(best.user_attrs["run_dir"])
     runs: list[tuple[Path, dict[str, Any]]] = []
     for k in range(cfg.final_seeds):
+        if k == 0 and "train.seed" not in params:
+            print(f"tune: seed {base.train.seed} of the best configuration is trial {best.number}: not run again")
+            runs.append((trial_dir, {"dev": best.user_attrs["dev"], "test": best.user_attrs["test"]}))
+            continue
         run_dir = out / f"final-seed-{k}"
         print(f"tune: retraining the best configuration, seed {base.train.seed + k}")
         summary = run_finetune(configure(base, params, out=str(run_dir),
@@ -153,12 +165,13 @@ def retrain(cfg: TuneConfig, out: Path, params: dict[str, Any], metric: str, bes
         pick = max if direction == "maximize" else min
         source = pick(runs, key=lambda r: float(r[1]["dev"][metric]))[0] / "best"
     else:
-        source = Path(best_run) / "best"
+        source = trial_dir / "best"
     staging = out / "best.tmp"
     shutil.rmtree(staging, ignore_errors=True)
     shutil.copytree(source, staging)
     shutil.rmtree(out / "best", ignore_errors=True)
     staging.rename(out / "best")
-    return {"seeds": [base.train.seed + k for k in range(len(runs))], "best_model_from": str(source),
+    return {"seeds": [base.train.seed + k for k in range(len(runs))], "runs": [str(d) for d, _ in runs],
+            "best_model_from": str(source),
             "dev": _mean_std([_numbers(s["dev"]) for _, s in runs]),
-            "test": _mean_std([_numbers(s["test"]) for _, s in runs if "test" in s])}
+            "test": _mean_std([_numbers(s["test"]) for _, s in runs if s.get("test")])}
