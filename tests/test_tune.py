@@ -16,13 +16,14 @@ import optuna
 import pytest
 
 from lmcraft.cli import main
-from lmcraft.config import from_dict
+from lmcraft.cli.parser import build_parser
+from lmcraft.config import from_dict, from_namespace
 from lmcraft.finetune import run_finetune
 from lmcraft.stage_options import FinetuneConfig, InitOptions
 from lmcraft.tasks.registry import task_class
-from lmcraft.tune.options import budget_seconds
+from lmcraft.tune.options import TuneConfig, budget_seconds
 from lmcraft.tune.space import configure, search_space
-from lmcraft.tune.study import STUDY, prune_hook
+from lmcraft.tune.study import STUDY, open_study, prune_hook
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
@@ -89,6 +90,15 @@ def test_the_pruning_hook_stops_a_trial_below_the_median() -> None:
     hopeless, stopped = study.ask(), []
     assert prune_hook(hopeless, "accuracy", stopped)(2, {"accuracy": 0.1}) is True
     assert stopped == [2]
+
+
+def test_no_prune_runs_every_trial_to_its_end(tmp_path: Path) -> None:
+    kept = open_study(tmp_path / "a", direction="maximize", resume=False, seed=0, prune_after=None)
+    assert isinstance(kept.pruner, optuna.pruners.NopPruner)
+    pruned = open_study(tmp_path / "b", direction="maximize", resume=False, seed=0, prune_after=2)
+    assert isinstance(pruned.pruner, optuna.pruners.MedianPruner)
+    cfg = from_namespace(TuneConfig, build_parser().parse_args(["tune", "--no-prune"]))
+    assert cfg.prune is False
 
 
 def test_a_study_runs_and_writes_its_report(tiny_data: Path, zh_tokenizer_dir: Path, tmp_path: Path,

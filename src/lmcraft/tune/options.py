@@ -20,6 +20,8 @@ class TuneConfig:
                          "(docs/tuning.md)")
     final_seeds: int = opt(3, "retrain the best configuration with this many seeds and report mean ± std "
                               "(0: keep the best trial's model as it is)")
+    prune: bool = opt(True, "stop a trial at a dev evaluation where it lies below the median of the trials "
+                            "before it at that step; --no-prune runs every trial to its end")
     prune_after: int = opt(2, "finished trials the median pruner waits for before stopping weak trials early")
     finetune: FinetuneConfig = field(default_factory=lambda: FinetuneConfig(out="runs/tune", baseline=False))
 

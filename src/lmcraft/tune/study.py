@@ -34,7 +34,9 @@ STUDY = "lmcraft-tune"
 DONE = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
-def open_study(out: Path, *, direction: str, resume: bool, seed: int, prune_after: int) -> optuna.Study:
+def open_study(out: Path, *, direction: str, resume: bool, seed: int, prune_after: int | None) -> optuna.Study:
+    """The study of ``out/study.log`` (created, or loaded with ``resume``): TPE, and the median pruner once
+    ``prune_after`` trials have finished (``None``: no pruning)."""
     journal = out / "study.log"
     if journal.exists() and not resume:
         raise ValueError(f"{out} already holds a study ({journal}); continue it with --resume, or give another --out")
@@ -42,7 +44,8 @@ def open_study(out: Path, *, direction: str, resume: bool, seed: int, prune_afte
     storage = JournalStorage(JournalFileBackend(str(journal)))
     study = optuna.create_study(study_name=STUDY, storage=storage, load_if_exists=True, direction=direction,
                                 sampler=optuna.samplers.TPESampler(seed=seed),
-                                pruner=optuna.pruners.MedianPruner(n_startup_trials=prune_after))
+                                pruner=optuna.pruners.NopPruner() if prune_after is None
+                                else optuna.pruners.MedianPruner(n_startup_trials=prune_after))
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):  # cut off by a crash
         storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
         study.enqueue_trial(trial.params)
@@ -89,7 +92,7 @@ def run_tune(cfg: TuneConfig) -> dict[str, Any]:
     dims, fixed = search_space(task, base, load_space(cfg.space) if cfg.space else None)
     budget = budget_seconds(cfg.budget)
     study = open_study(out, direction=direction, resume=base.train.resume, seed=base.train.seed,
-                       prune_after=cfg.prune_after)
+                       prune_after=cfg.prune_after if cfg.prune else None)
     print(f"tune ({base.task}): {direction} dev {metric} over {', '.join(dims)}; budget {cfg.budget}; study in "
           f"{out / 'study.log'}")
 
