@@ -25,6 +25,10 @@ def test_recipe_validates(path: Path) -> None:
 
 
 def test_recipe_errors_name_the_key(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"quickstart-zh\.yaml: sanity: no such file .*nowhere\.jsonl \(the path is "
+                                         r"relative to the recipe\)"):
+        load_recipe(QUICKSTART, ["sanity=nowhere.jsonl"])
+    assert Path(load_recipe(QUICKSTART).sanity).is_file()
     bad = tmp_path / "bad.yaml"
     bad.write_text("pretrain:\n  max_stepz: 3\n", encoding="utf-8")
     with pytest.raises(ValueError, match=r"bad\.yaml: pretrain: unknown option\(s\) \['max_stepz'\]"):
@@ -44,7 +48,7 @@ def quickstart_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict
 def test_quickstart_runs_end_to_end(quickstart_run: tuple[Path, dict], capsys: pytest.CaptureFixture[str]) -> None:
     out, summary = quickstart_run
     results = summary["results"]
-    assert set(results) == {"pretrain", "finetune", "scratch", "baseline", "report"}
+    assert set(results) == {"pretrain", "finetune", "scratch", "baseline", "sanity", "report"}
     for name in ("finetune", "scratch", "baseline"):
         assert 0.4 < results[name]["test"]["accuracy"] <= 1.0
         assert results[name]["test"]["n"] == 1733
@@ -68,6 +72,12 @@ def test_quickstart_runs_end_to_end(quickstart_run: tuple[Path, dict], capsys: p
     assert all("accuracy" in c["verdicts"] for c in evaluation["comparisons"])
     assert (out / "report" / "report.html").stat().st_size > 10_000 and (best / "calibration.json").exists()
     assert "95% bootstrap intervals" in report and "against baseline:" in report
+    # the hand-written sanity examples: each model's count agrees with its predictions file
+    for name in ("finetune", "scratch"):
+        records = [json.loads(line) for line in (out / "sanity" / f"{name}.jsonl").read_text().splitlines()]
+        assert len(records) == results["sanity"][name]["n"] == 20
+        assert results["sanity"][name]["right"] == sum(r["predicted"] == r["label"] for r in records)
+    assert f"answered right: pretrained + fine-tuned {results['sanity']['finetune']['right']} of 20" in report
 
 
 @pytest.mark.slow

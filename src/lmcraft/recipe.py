@@ -65,6 +65,9 @@ class Recipe:
     report: bool = opt(True, "end with `lmcraft report` on the fine-tuned model and the test split: intervals, paired "
                              "tests against the other models, calibration (temperature fitted on dev), slices, "
                              "robustness, attributions (OUT/report/report.html)")
+    sanity: str = opt("", "a file of a few hand-written labelled examples in the task's format that any useful "
+                          "model gets right (a path relative to the recipe file); the recipe prints how many each "
+                          "model gets right and writes OUT/sanity/MODEL.jsonl")
     progress: bool = opt(True, "show progress bars")
 
 
@@ -108,6 +111,10 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
                          "finetune --task` with a pretrained decoder)")
     for section in (recipe.pretrain, recipe.finetune):
         section.progress = recipe.progress
+    if recipe.sanity:
+        recipe.sanity = str(path.parent / recipe.sanity)
+        if not Path(recipe.sanity).is_file():
+            raise ValueError(f"{path}: sanity: no such file {recipe.sanity} (the path is relative to the recipe)")
     return recipe
 
 
@@ -217,6 +224,11 @@ def run_recipe(recipe: Recipe) -> dict[str, Any]:
             write_jsonl(out / "baseline" / "test_predictions.jsonl", [{"label": label} for label in predicted])
         done("baseline")
 
+    if recipe.sanity:
+        stage("sanity")
+        results["sanity"] = sanity_check(recipe, out)
+        done("sanity")
+
     if recipe.report and "test" in files:
         stage("report")
         results["report"] = evaluation_report(recipe, out, files)
@@ -229,6 +241,28 @@ def run_recipe(recipe: Recipe) -> dict[str, Any]:
     (out / "report.md").write_text(table + "\n", encoding="utf-8")
     print("\n" + table)
     return summary
+
+
+def sanity_check(recipe: Recipe, out: Path) -> dict[str, Any]:
+    """Each trained model of the recipe on the hand-written examples of ``recipe.sanity``: the task's metrics,
+    how many it gets right where the task counts accuracy, and each prediction in ``OUT/sanity/MODEL.jsonl``."""
+    from lmcraft.inference.predictor import Predictor
+
+    results: dict[str, Any] = {}
+    for name in ("finetune", "variant", "scratch"):
+        if not (out / name / "best").is_dir():
+            continue
+        predictor = Predictor(out / name / "best", fields=recipe.data.fields)
+        examples = predictor.read(recipe.sanity)
+        metrics = predictor.evaluate(examples, predictions=out / "sanity" / f"{name}.jsonl")
+        entry: dict[str, Any] = {"n": len(examples), "metrics": metrics}
+        if "accuracy" in metrics:
+            entry["right"] = round(metrics["accuracy"] * len(examples))
+        results[name] = entry
+        told = f"{entry['right']} of {len(examples)} right" if "right" in entry else \
+            ", ".join(f"{k} {metrics[k]:.4f}" for k in task_class(recipe.task).summary_metrics if k in metrics)
+        print(f"{name}: {told} on {recipe.sanity} (predictions in {out / 'sanity' / (name + '.jsonl')})")
+    return results
 
 
 def evaluation_report(recipe: Recipe, out: Path, files: dict[str, Path]) -> dict[str, Any]:
@@ -251,6 +285,9 @@ def evaluation_report(recipe: Recipe, out: Path, files: dict[str, Path]) -> dict
             "ece": {when: calibration.get(when, {}).get("ece") for when in ("before", "after")}}
 
 
+NAMES = {"finetune": "pretrained + fine-tuned", "variant": "the variant", "scratch": "from scratch"}
+
+
 def format_table(recipe: Recipe, summary: dict[str, Any]) -> str:
     results, times = summary["results"], summary["wall_time_s"]
     baseline = results.get("baseline", {}).get("name", "classic baseline")
@@ -270,6 +307,12 @@ def format_table(recipe: Recipe, summary: dict[str, Any]) -> str:
             lines.append(f"| {name} | {values} | {seconds:.0f} |")
     lines += ["", "| stage | wall time (s) |", "|---|---:|"]
     lines += [f"| {name} | {seconds:.1f} |" for name, seconds in times.items()]
+    sanity = results.get("sanity")
+    if sanity:
+        counts = [f"{NAMES.get(name, name)} {entry['right']} of {entry['n']}" for name, entry in sanity.items()
+                  if "right" in entry]
+        if counts:
+            lines += ["", f"Hand-written sanity examples ({recipe.sanity}) answered right: " + "; ".join(counts)]
     report = results.get("report")
     if report and report["intervals"]:
         lines += ["", "95% bootstrap intervals on the test split, and paired tests of the fine-tuned model against "
