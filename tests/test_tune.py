@@ -17,11 +17,11 @@ import pytest
 
 from lmcraft.cli import main
 from lmcraft.cli.parser import build_parser
-from lmcraft.config import from_dict, from_namespace
+from lmcraft.config import budget_seconds, from_dict, from_namespace
 from lmcraft.finetune import run_finetune
 from lmcraft.stage_options import FinetuneConfig, InitOptions
 from lmcraft.tasks.registry import task_class
-from lmcraft.tune.options import TuneConfig, budget_seconds
+from lmcraft.tune.options import TuneConfig
 from lmcraft.tune.space import configure, search_space
 from lmcraft.tune.study import STUDY, open_study, prune_hook
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -21,6 +22,14 @@ def opt(default: Any, help: str) -> Any:
     if isinstance(default, list | dict):
         return field(default_factory=lambda: type(default)(default), metadata={"help": help})
     return field(default=default, metadata={"help": help})
+
+
+def budget_seconds(text: str, *, name: str = "--budget") -> float:
+    """'90s', '30m', '2h', '1.5h' or a bare number of minutes → seconds."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*", text)
+    if m is None or float(m.group(1)) <= 0:
+        raise ValueError(f"{name}: expected a time such as 90s, 30m or 2h, got {text!r}")
+    return float(m.group(1)) * {"s": 1, "m": 60, "h": 3600, "": 60}[m.group(2)]
 
 
 @dataclass
@@ -39,6 +48,9 @@ class TrainConfig:
     eval_batch_size: int = opt(128, "examples per evaluation batch")
     patience: int = opt(3, "stop after this many evaluations without a better dev metric; 0 never stops")
     max_minutes: float = opt(0.0, "stop (with a last evaluation) after this many minutes; 0 means no limit")
+    budget: str = opt("", "a time for the whole stage (90s, 8m, 1h): the learning rate warms up over "
+                          "--warmup-ratio of it and falls linearly to zero as it ends, and the stage stops then; "
+                          "--epochs is ignored and --max-steps, if set, still caps the steps (docs/training.md)")
     seed: int = opt(0, "seed of initialisation, dropout, data order and masking")
     bf16: str = opt("auto", "bf16 autocast: auto (on where the GPU or CPU computes bf16 natively), on or off")
     max_bad_steps: int = opt(5, "stop with an error after this many non-finite losses in a row")
@@ -72,6 +84,8 @@ class TrainConfig:
             raise ValueError(f"distributed must be ddp or fsdp, got {self.distributed!r}")
         if self.save_every < 0:
             raise ValueError(f"save_every must be 0 or more, got {self.save_every}")
+        if self.budget:
+            budget_seconds(self.budget, name="budget")
 
 
 @dataclass
@@ -190,22 +204,30 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+def _shadowing(cls: type, hints: dict[str, Any], shadowed: frozenset[str]) -> frozenset[str]:
+    """The flag names a nested dataclass of ``cls`` may not take: those of ``cls``'s own plain fields (and of
+    the levels above). A command's own option shadows a nested one of the same name (``lmcraft tune
+    --budget`` is the study's; each trial's loop keeps its default), which keeps its default."""
+    return shadowed | {f.name for f in dataclasses.fields(cls) if not dataclasses.is_dataclass(hints[f.name])}
+
+
 def add_arguments(parser: Any, cls: type, *, defaults: Any = None, root: Any = None,
-                  skip: tuple[str, ...] = ()) -> None:
+                  skip: tuple[str, ...] = (), shadowed: frozenset[str] = frozenset()) -> None:
     """One flag per field of ``cls``; defaults come from ``defaults`` (an instance), else from ``cls()``. A
     nested dataclass becomes a group of ``--help`` (groups of the top-level ``root`` parser: argparse does not
-    nest them)."""
+    nest them); its fields named like one of an outer level are left out (``_shadowing``)."""
     hints = typing.get_type_hints(cls)
     defaults = cls() if defaults is None else defaults
     root = parser if root is None else root
+    inner = _shadowing(cls, hints, shadowed)
     for f in dataclasses.fields(cls):
-        if f.name in skip:  # declared by the caller (a positional argument)
+        if f.name in skip or f.name in shadowed:  # declared by the caller (a positional argument), or shadowed
             continue
         kind = hints[f.name]
         default = getattr(defaults, f.name)
         if dataclasses.is_dataclass(kind):
             group = root.add_argument_group(f"{f.name} options")
-            add_arguments(group, kind, defaults=default, root=root)  # type: ignore[arg-type]
+            add_arguments(group, kind, defaults=default, root=root, shadowed=inner)  # type: ignore[arg-type]
             continue
         help_text = f.metadata.get("help", "")
         if kind is bool:
@@ -219,10 +241,14 @@ def add_arguments(parser: Any, cls: type, *, defaults: Any = None, root: Any = N
                                 help=f"{help_text} (default: {default})")
 
 
-def from_namespace(cls: type[T], ns: argparse.Namespace) -> T:
+def from_namespace(cls: type[T], ns: argparse.Namespace, *, shadowed: frozenset[str] = frozenset()) -> T:
     hints = typing.get_type_hints(cls)
+    inner = _shadowing(cls, hints, shadowed)
     kwargs = {}
     for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        if f.name in shadowed:  # no flag of its own on this command: the field's default
+            continue
         kind = hints[f.name]
-        kwargs[f.name] = from_namespace(kind, ns) if dataclasses.is_dataclass(kind) else getattr(ns, f.name)
+        kwargs[f.name] = from_namespace(kind, ns, shadowed=inner) if dataclasses.is_dataclass(kind) \
+            else getattr(ns, f.name)
     return cls(**kwargs)

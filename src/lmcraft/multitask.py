@@ -63,7 +63,8 @@ def run_multitask(cfg: MultitaskConfig) -> dict[str, Any]:
     result = train(model, multi, train_items, dev_items, cfg.train, run_dir=out,
                    lengths=[len(it.item.ids) for it in train_items],
                    save_best=lambda path, state: save_model_dir(path, model, tokenizer, state=state,
-                                                                extra={"stage": "multitask"}))
+                                                                extra={"stage": "multitask"}),
+                   started=began)
     if not result.is_main:
         return {"stage": "multitask", "rank": "worker"}
     summary = run_summary("multitask", out, result, prepare_s)

@@ -224,7 +224,8 @@ def run_pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     out = Path(cfg.out)
     result = train(model, objective, train_blocks, dev, cfg.train, run_dir=out,
                    save_best=lambda path, state: save_model_dir(path, model, tokenizer, state=state,
-                                                                extra={"stage": "pretrain"}))
+                                                                extra={"stage": "pretrain"}),
+                   started=start)
     if not result.is_main:  # other processes of a distributed run stop here; rank 0 writes
         return {"stage": "pretrain", "rank": "worker"}
     summary = run_summary("pretrain", out, result, prepare_s)

@@ -19,7 +19,7 @@ def run_summary(stage: str, out: Path, result: TrainResult, prepare_s: float) ->
     """The summary every stage starts from: where the best model is, steps, the best dev metrics, times."""
     return {
         "stage": stage, "model_dir": str(out / "best"), "steps": result.steps, "best_step": result.best_step,
-        "stopped_early": result.stopped_early,
+        "stopped_early": result.stopped_early, "final_lr": result.final_lr,
         "dev": {k: v for k, v in result.best_metrics.items() if k not in BOOKKEEPING},
         "wall_time_s": {"prepare": prepare_s, "train": result.seconds},
     }

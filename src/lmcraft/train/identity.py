@@ -29,6 +29,8 @@ def run_identity(cfg: TrainConfig, *, dtype: str, world: int, items: Sequence[An
     """The options and data that a resumed run must share with the run it continues."""
     options: dict[str, Any] = {name: getattr(cfg, name) for name in TRAJECTORY}
     options["dtype"] = dtype  # what bf16=auto resolved to on this machine
+    if cfg.budget:  # only when set, so that checkpoints of runs without one still match
+        options["budget"] = cfg.budget
     if world > 1:
         options["distributed"] = cfg.distributed
     text = json.dumps(options, sort_keys=True)

@@ -39,7 +39,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from lmcraft.config import TrainConfig, to_dict
+from lmcraft.config import TrainConfig, budget_seconds, to_dict
 from lmcraft.data.batching import epoch_batches
 from lmcraft.fsutil import is_disk_full
 from lmcraft.model.heads import Model
@@ -61,7 +61,7 @@ from lmcraft.train.early_stopping import EarlyStopping
 from lmcraft.train.errors import DiskFullError, NonFiniteLossError, ResumeMismatchError, TrainingError
 from lmcraft.train.guards import Interrupt, hold_run_dir, mount_point
 from lmcraft.train.identity import differences, run_identity
-from lmcraft.train.optim import build_optimizer, build_schedule
+from lmcraft.train.optim import TimeBudget, build_optimizer, build_schedule
 from lmcraft.train.precision import autocast, dtype_name, use_bf16
 from lmcraft.train.runlog import RunLog
 
@@ -79,6 +79,7 @@ class TrainResult:
     history: list[dict[str, Any]] = field(default_factory=list)  # every dev evaluation
     is_main: bool = True  # False on processes other than rank 0, which write nothing
     dtype: str = "fp32"  # what the matrix products ran in: "bf16" or "fp32" (bf16=auto resolved)
+    final_lr: float = 0.0  # the learning rate the schedule had reached when the run ended
 
 
 @dataclass
@@ -91,13 +92,20 @@ class LoopState:
     bad_steps: int = 0  # consecutive steps skipped for a non-finite loss
     tokens_seen: int = 0
     elapsed_s: float = 0.0
+    budget_s: float = 0.0  # training seconds of a run with a time budget, fixed by its first session
     stopped_early: bool = False
     history: list[dict[str, Any]] = field(default_factory=list)
+
+
+UNBOUNDED = 2**62  # the step count of a run that a time budget ends
+BUDGET_TAIL = 0.05  # share of a stage's time budget kept for what follows training (test, saving)
 
 
 def total_steps(cfg: TrainConfig, n_examples: int, world: int = 1) -> int:
     if cfg.max_steps > 0:
         return cfg.max_steps
+    if cfg.budget:
+        return UNBOUNDED
     per_epoch = math.ceil(n_examples / (cfg.batch_size * world * cfg.grad_accum))
     return max(1, math.ceil(cfg.epochs * per_epoch))
 
@@ -170,6 +178,7 @@ def train(
     save_best: SaveBest,
     lengths: Sequence[int] | None = None,
     on_eval: OnEval | None = None,
+    started: float | None = None,
 ) -> TrainResult:
     """Train ``model`` on ``task``; evaluate on ``dev_items`` every ``cfg.eval_every`` steps; save the
     best model with ``save_best(run_dir / "best", state_dict)``; stop early when the dev metric stops
@@ -181,12 +190,20 @@ def train(
     The run directory is locked while training: a second run into it stops at once. ``on_eval(step,
     metrics)``, called after every dev evaluation, may stop the run there by returning True (the tuner
     prunes weak trials so); the run then ends as an early stop does, best model and checkpoint written.
+
+    With ``cfg.budget`` the run's length is time: the stage began at ``started`` (``time.perf_counter()``;
+    default now), the loop gets what is left of the budget less a ``BUDGET_TAIL`` share for the test and the
+    saving after it, and the learning rate follows the share of those seconds spent (``TimeBudget``), reaching
+    zero as they run out. A resumed budgeted run continues that clock from its checkpoint: it takes the steps
+    its time allows, so unlike a run counted in steps it is not the same, bit for bit, as one that never
+    stopped.
     """
     run_dir = Path(run_dir)
     dist = Distributed.from_env(cfg.distributed)
     with hold_run_dir(run_dir, dist):
         return _train(model, task, train_items, dev_items, cfg, run_dir=run_dir, save_best=save_best,
-                      lengths=lengths, dist=dist, on_eval=on_eval)
+                      lengths=lengths, dist=dist, on_eval=on_eval,
+                      started=time.perf_counter() if started is None else started)
 
 
 def _train(
@@ -201,6 +218,7 @@ def _train(
     lengths: Sequence[int] | None,
     dist: Distributed,
     on_eval: OnEval | None = None,
+    started: float,
 ) -> TrainResult:
     sharded = dist.active and dist.mode == "fsdp"
     if dist.is_main:
@@ -215,7 +233,9 @@ def _train(
     global_batch = cfg.batch_size * dist.world
     steps_total = total_steps(cfg, len(train_items), dist.world)
     optimizer = build_optimizer(model, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    schedule = build_schedule(optimizer, warmup=int(cfg.warmup_ratio * steps_total), total=steps_total)
+    budget = TimeBudget(1.0, warmup=cfg.warmup_ratio) if cfg.budget else None
+    schedule = budget.schedule(optimizer) if budget is not None else \
+        build_schedule(optimizer, warmup=int(cfg.warmup_ratio * steps_total), total=steps_total)
     stopper = EarlyStopping(cfg.patience, greater_is_better=task.greater_is_better)
     st = LoopState()
 
@@ -235,7 +255,8 @@ def _train(
         stopper = EarlyStopping(**ckpt.state["stopper"])
         st = LoopState(**ckpt.state["loop"])
         if dist.is_main:
-            print(f"resuming from {ckpt.path} (step {st.step} of {steps_total})", file=sys.stderr)
+            of = f"a {cfg.budget} budget" if steps_total == UNBOUNDED else steps_total
+            print(f"resuming from {ckpt.path} (step {st.step} of {of})", file=sys.stderr)
     elif cfg.resume and dist.is_main:
         print(f"no checkpoint in {run_dir / 'checkpoints'}; starting from the beginning", file=sys.stderr)
     if ckpt is None and dist.is_main and list_checkpoints(run_dir):
@@ -245,11 +266,16 @@ def _train(
                  resume_step=st.step if ckpt is not None else None)
     session_start = time.perf_counter()
     start = session_start - st.elapsed_s
+    if budget is not None:
+        if st.budget_s == 0:  # the first session fixes the training seconds: what the stage has left, less a tail
+            left = budget_seconds(cfg.budget) - (session_start - started)
+            st.budget_s = max(left * (1 - BUDGET_TAIL), 1.0)
+        budget.seconds, budget.begin = st.budget_s, start
     session_tokens = 0
     last_saved = st.step if ckpt is not None else -1
     model.train()
-    bar = tqdm(total=steps_total, initial=st.step, desc="train", dynamic_ncols=True,
-               disable=None if cfg.progress and dist.is_main else True)
+    bar = tqdm(total=None if steps_total == UNBOUNDED else steps_total, initial=st.step, desc="train",
+               dynamic_ncols=True, disable=None if cfg.progress and dist.is_main else True)
 
     def snapshot() -> Path | None:
         """A checkpoint of the state between two steps (every rank takes part; rank 0 writes). None when
@@ -376,6 +402,7 @@ def _train(
                 if not one_step(group):
                     continue
                 out_of_time = cfg.max_minutes > 0 and time.perf_counter() - start > cfg.max_minutes * 60
+                out_of_time = out_of_time or (budget is not None and budget.spent)
                 out_of_time = dist.max(int(out_of_time)) > 0  # every rank stops at the same step
                 finished = st.step >= steps_total or out_of_time
                 if st.step % cfg.eval_every == 0 or finished:
@@ -404,7 +431,7 @@ def _train(
     best = next((h for h in st.history if h["step"] == stopper.best_step and h["best"]), st.history[-1])
     return TrainResult(steps=st.step, best_step=stopper.best_step, best_metrics=best,
                        stopped_early=st.stopped_early, seconds=time.perf_counter() - start, history=st.history,
-                       is_main=dist.is_main, dtype=dtype_name(bf16))
+                       is_main=dist.is_main, dtype=dtype_name(bf16), final_lr=schedule.get_last_lr()[0])
 
 
 def _tokens(batch: dict[str, torch.Tensor]) -> int:

@@ -1,6 +1,9 @@
-"""AdamW with no weight decay on biases and norms, and the linear warmup-then-decay schedule."""
+"""AdamW with no weight decay on biases and norms, and the linear warmup-then-decay schedule, counted in steps
+or, for a run with a time budget, in seconds."""
 
 from __future__ import annotations
+
+import time
 
 import torch
 from torch import nn
@@ -36,3 +39,38 @@ def warmup_linear(step: int, *, warmup: int, total: int) -> float:
 
 def build_schedule(optimizer: torch.optim.Optimizer, *, warmup: int, total: int) -> torch.optim.lr_scheduler.LambdaLR:
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_linear(s, warmup=warmup, total=total))
+
+
+def warmup_linear_share(share: float, *, warmup: float) -> float:
+    """Multiplier of the peak learning rate at ``share`` (0 … 1) of a run: 0 → 1 over the first ``warmup``,
+    then 1 → 0 at the end (and 0 after it)."""
+    if share < warmup:
+        return share / warmup
+    return max(0.0, (1.0 - share) / (1.0 - warmup))
+
+
+class TimeBudget:
+    """The clock of a run with a time budget (Li et al. 2020, budgeted training): the learning rate follows
+    the share of the training seconds spent rather than of the steps taken, so that it reaches zero when the
+    time runs out, however fast the machine is. ``begin`` is the loop's start (less the seconds of earlier
+    sessions of a resumed run); ``last_share`` is the share read at the latest schedule step."""
+
+    def __init__(self, seconds: float, *, warmup: float) -> None:
+        self.seconds, self.warmup = seconds, warmup
+        self.begin = time.perf_counter()
+        self.last_share = 0.0
+
+    def share(self) -> float:
+        return (time.perf_counter() - self.begin) / self.seconds
+
+    def factor(self, _step: int) -> float:
+        self.last_share = self.share()
+        return warmup_linear_share(self.last_share, warmup=self.warmup)
+
+    @property
+    def spent(self) -> bool:
+        """True once a schedule step found the time up (the learning rate it set is then zero)."""
+        return self.last_share >= 1.0
+
+    def schedule(self, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LambdaLR:
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, self.factor)

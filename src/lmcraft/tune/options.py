@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 
-from lmcraft.config import opt
+from lmcraft.config import budget_seconds, opt
 from lmcraft.stage_options import FinetuneConfig
 
 
@@ -29,11 +28,3 @@ class TuneConfig:
         budget_seconds(self.budget)
         if self.trials < 0 or self.final_seeds < 0 or self.prune_after < 0:
             raise ValueError("--trials, --final-seeds and --prune-after must be 0 or more")
-
-
-def budget_seconds(text: str) -> float:
-    """'90s', '30m', '2h', '1.5h' or a bare number of minutes → seconds."""
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*", text)
-    if m is None:
-        raise ValueError(f"--budget: expected a time such as 90s, 30m or 2h, got {text!r}")
-    return float(m.group(1)) * {"s": 1, "m": 60, "h": 3600, "": 60}[m.group(2)]

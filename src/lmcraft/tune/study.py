@@ -23,10 +23,11 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
+from lmcraft.config import budget_seconds
 from lmcraft.finetune import run_finetune
 from lmcraft.tasks.registry import task_class
 from lmcraft.train.errors import NonFiniteLossError
-from lmcraft.tune.options import TuneConfig, budget_seconds
+from lmcraft.tune.options import TuneConfig
 from lmcraft.tune.report import write_report
 from lmcraft.tune.space import configure, load_space, search_space, suggest
 
