@@ -1,5 +1,5 @@
-"""Hugging Face interop: checkpoints of every supported family, built tiny with random weights by
-transformers itself, give the same outputs in lmcraft (within 1e-4, fp32)."""
+"""Hugging Face interop: checkpoints of every supported family (ELECTRA's discriminator included), built tiny
+with random weights by transformers itself, give the same outputs in lmcraft (within 1e-4, fp32)."""
 
 from __future__ import annotations
 
@@ -36,6 +36,10 @@ def tiny_hf(family: str, head: str) -> transformers.PreTrainedModel:
                      "classify": transformers.AutoModelForSequenceClassification,
                      "tag": transformers.AutoModelForTokenClassification,
                      "span": transformers.AutoModelForQuestionAnswering}[head]
+    elif family == "electra":  # the discriminator, embeddings as wide as its layers
+        config = transformers.ElectraConfig(**common, embedding_size=32, hidden_size=32, num_hidden_layers=2,
+                                            num_attention_heads=4, intermediate_size=64, max_position_embeddings=64)
+        model_cls = transformers.AutoModelForPreTraining
     elif family == "gpt2":
         config = transformers.GPT2Config(**common, n_embd=32, n_layer=2, n_head=4, n_positions=64,
                                           bos_token_id=127, eos_token_id=127)
@@ -70,6 +74,8 @@ def ours_logits(model, head: str, ids: torch.Tensor, mask: torch.Tensor) -> torc
         return model.heads["tag"](hidden)
     if head == "span":
         return torch.stack(model.heads["span"](hidden), dim=-1)
+    if head == "rtd":
+        return model.heads["rtd"](hidden)
     return model.heads["lm"](hidden, model.backbone.embed.token.weight)
 
 
@@ -82,7 +88,7 @@ def theirs_logits(hf: transformers.PreTrainedModel, ids: torch.Tensor, mask: tor
 
 CASES = [("bert", "mlm"), ("bert", "classify"), ("bert", "tag"), ("bert", "span"), ("roberta", "mlm"),
          ("roberta", "classify"), ("roberta", "tag"), ("roberta", "span"), ("gpt2", "lm"), ("llama", "lm"),
-         ("qwen2", "lm")]
+         ("qwen2", "lm"), ("electra", "rtd")]
 
 
 @pytest.mark.parametrize(("family", "head"), CASES, ids=["-".join(c) for c in CASES])
@@ -115,7 +121,8 @@ def test_export_loads_in_transformers_with_the_same_outputs(family: str, head: s
     assert summary["class"] == type(hf).__name__
     auto = {"mlm": transformers.AutoModelForMaskedLM, "classify": transformers.AutoModelForSequenceClassification,
             "tag": transformers.AutoModelForTokenClassification,
-            "span": transformers.AutoModelForQuestionAnswering, "lm": transformers.AutoModelForCausalLM}[head]
+            "span": transformers.AutoModelForQuestionAnswering, "lm": transformers.AutoModelForCausalLM,
+            "rtd": transformers.AutoModelForPreTraining}[head]
     back = auto.from_pretrained(tmp_path / "out").eval()
     ids = IDS.clone()
     if family == "roberta":

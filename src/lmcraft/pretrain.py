@@ -1,7 +1,8 @@
 """The pretraining stage: corpus → packed token blocks → an objective (``OBJECTIVES``: masked or causal
-language modelling, or span corruption) → ``OUT/best``; also continued pretraining of a saved model on a
-domain corpus, with vocabulary extension and replay. Token shards are packed block by block as training
-asks for them (``objectives/packing.py``), so a corpus need not fit in memory."""
+language modelling, replaced-token detection (ELECTRA), or span corruption) → ``OUT/best``; also continued
+pretraining of a saved model on a domain corpus, with vocabulary extension and replay. Token shards are
+packed block by block as training asks for them (``objectives/packing.py``), so a corpus need not fit in
+memory."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from lmcraft.model.io import count_parameters, load_model_dir, save_model_dir
 from lmcraft.model.transformer import TransformerConfig
 from lmcraft.model.vocab import add_special_tokens, extend_vocabulary, read_words
 from lmcraft.objectives.clm import CausalLM, pack_documents
+from lmcraft.objectives.electra import ReplacedTokenDetection
 from lmcraft.objectives.mix import CorpusMix, Sourced
 from lmcraft.objectives.mlm import MaskedLM, pack, pack_words
 from lmcraft.objectives.nsp import LABELS, PairedMLM, encode_pairs, make_pairs
@@ -49,6 +51,11 @@ def _masked_lm(cfg: PretrainConfig, tokenizer: TextTokenizer) -> MaskedLM:
                     vocab_size=tokenizer.vocab_size, rate=cfg.mask_rate)
 
 
+def _replaced_token_detection(cfg: PretrainConfig, tokenizer: TextTokenizer) -> ReplacedTokenDetection:
+    return ReplacedTokenDetection(special_ids=tokenizer.special_ids, mask_id=tokenizer.mask_id,
+                                  pad_id=tokenizer.pad_id, vocab_size=tokenizer.vocab_size, rate=cfg.mask_rate)
+
+
 def _span_corruption(cfg: PretrainConfig, tokenizer: TextTokenizer) -> SpanCorruption:
     sentinels = [tokenizer.tokenizer.token_to_id(t) for t in SENTINEL_TOKENS]
     return SpanCorruption(sentinels, bos_id=tokenizer.cls_id, pad_id=tokenizer.pad_id, density=cfg.mask_rate)
@@ -56,6 +63,8 @@ def _span_corruption(cfg: PretrainConfig, tokenizer: TextTokenizer) -> SpanCorru
 
 OBJECTIVES: dict[str, Objective] = {
     "mlm": Objective({"mlm": {"kind": "mlm"}}, causal=False, make=_masked_lm),
+    "electra": Objective({"generator": {"kind": "generator", "share": 0.25}, "rtd": {"kind": "rtd"}}, causal=False,
+                         make=_replaced_token_detection),
     "clm": Objective({"lm": {"kind": "lm", "tied": True}}, causal=True, make=lambda cfg, tokenizer: CausalLM()),
     "span": Objective({"decoder": {"kind": "decoder", "n_layer": 0}}, causal=False, make=_span_corruption,
                       special_tokens=tuple(SENTINEL_TOKENS)),

@@ -3,8 +3,9 @@ weight names; everything else uses lmcraft's own.
 
 Families, detected from ``config.json``'s ``model_type``:
 
-- ``bert``, ``roberta``: post-LN encoders with learned positions (RoBERTa counts positions from
-  pad + 1 and has one segment);
+- ``bert``, ``roberta``, ``electra``: post-LN encoders with learned positions (RoBERTa counts positions
+  from pad + 1 and has one segment; ELECTRA is BERT's layout under ``electra.``, with the discriminator's
+  replaced-token head, when its embeddings are as wide as its layers);
 - ``gpt2``: a pre-LN decoder with learned positions; its ``Conv1D`` weights are stored transposed;
 - ``llama``, ``qwen2``: pre-RMSNorm decoders with rotary positions, SwiGLU, grouped-query attention;
   Qwen2 has biases on the query/key/value projections only.
@@ -38,11 +39,14 @@ from lmcraft.model.heads import Model
 from lmcraft.model.transformer import TransformerConfig
 from lmcraft.tokenizer import TextTokenizer
 
-FAMILIES = ("bert", "roberta", "gpt2", "llama", "qwen2")
+FAMILIES = ("bert", "roberta", "electra", "gpt2", "llama", "qwen2")
+ENCODERS = ("bert", "roberta", "electra")  # the post-LN encoder families, BERT's names inside
 ACTIVATIONS = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "relu": "relu"}
-BACKBONE_PREFIXES = {"bert": ("bert.", ""), "roberta": ("roberta.", ""), "gpt2": ("transformer.", ""),
+BACKBONE_PREFIXES = {"bert": ("bert.", ""), "roberta": ("roberta.", ""), "electra": ("electra.", ""),
+                     "gpt2": ("transformer.", ""),
                      "llama": ("model.", ""), "qwen2": ("model.", "")}
 FIRST_KEY = {"bert": "embeddings.word_embeddings.weight", "roberta": "embeddings.word_embeddings.weight",
+             "electra": "embeddings.word_embeddings.weight",
              "gpt2": "wte.weight", "llama": "embed_tokens.weight", "qwen2": "embed_tokens.weight"}
 
 
@@ -69,7 +73,7 @@ def is_hf_dir(path: str | Path) -> bool:
 # lmcraft's sizes and their names in each family's config.json (None: optional there)
 ENCODER_SIZES = {"vocab_size": "vocab_size", "n_layer": "num_hidden_layers", "d_model": "hidden_size",
                  "n_head": "num_attention_heads", "d_ff": "intermediate_size", "max_len": "max_position_embeddings"}
-HF_SIZES = {"bert": ENCODER_SIZES, "roberta": ENCODER_SIZES,
+HF_SIZES = {"bert": ENCODER_SIZES, "roberta": ENCODER_SIZES, "electra": ENCODER_SIZES,
             "gpt2": {"vocab_size": "vocab_size", "n_layer": "n_layer", "d_model": "n_embd", "n_head": "n_head",
                      "max_len": "n_positions", "d_ff": "n_inner"},
             "llama": {**ENCODER_SIZES, "n_kv_head": "num_key_value_heads", "head_dim": "head_dim"}}
@@ -147,13 +151,16 @@ def to_transformer_config(hf: dict[str, Any]) -> TransformerConfig:
     """lmcraft's architecture for a transformers config."""
     family = hf["model_type"]
     pad = hf.get("pad_token_id")
-    if pad is None and family not in ("bert", "roberta"):
+    if pad is None and family not in ENCODERS:
         pad = hf.get("eos_token_id")  # decoders often have no pad token; the end token pads
     if not isinstance(pad, int) or not 0 <= pad < hf["vocab_size"]:
         pad = 0
-    if family in ("bert", "roberta"):
+    if family in ENCODERS:
         if hf.get("position_embedding_type", "absolute") != "absolute":
             raise ValueError(f"config.json: position_embedding_type={hf['position_embedding_type']!r} is not supported")
+        if hf.get("embedding_size", hf["hidden_size"]) != hf["hidden_size"]:
+            raise ValueError(f"config.json: embedding_size={hf['embedding_size']} differs from hidden_size="
+                             f"{hf['hidden_size']}; lmcraft's encoders have embeddings as wide as their layers")
         return TransformerConfig(
             vocab_size=hf["vocab_size"], n_layer=hf["num_hidden_layers"], d_model=hf["hidden_size"],
             n_head=hf["num_attention_heads"], d_ff=hf["intermediate_size"], max_len=hf["max_position_embeddings"],
@@ -195,7 +202,7 @@ def to_transformer_config(hf: dict[str, Any]) -> TransformerConfig:
 def _layer_rules(family: str, i: int, cfg: TransformerConfig) -> Iterator[Rule]:
     o = f"backbone.blocks.{i}."
     biases = {"qkv": cfg.qkv_bias, "out": cfg.out_bias, "ffn": cfg.ffn_bias}
-    if family in ("bert", "roberta"):
+    if family in ENCODERS:
         t = f"encoder.layer.{i}."
         parts = {"self_attn.qkv": [t + f"attention.self.{n}" for n in ("query", "key", "value")],
                  "self_attn.out": [t + "attention.output.dense"], "self_norm": [t + "attention.output.LayerNorm"],
@@ -234,7 +241,7 @@ def _layer_rules(family: str, i: int, cfg: TransformerConfig) -> Iterator[Rule]:
 def backbone_rules(family: str, cfg: TransformerConfig) -> list[Rule]:
     """Rules for the backbone, with transformers names relative to the base model (no ``bert.`` prefix)."""
     e = "backbone.embed."
-    if family in ("bert", "roberta"):
+    if family in ENCODERS:
         rules = [Rule(e + "token.weight", ("embeddings.word_embeddings.weight",)),
                  Rule(e + "position.weight", ("embeddings.position_embeddings.weight",)),
                  Rule(e + "norm.weight", ("embeddings.LayerNorm.weight",)),
@@ -278,6 +285,12 @@ def head_rules(family: str, kind: str, base: str) -> list[Rule]:
     if kind == "classify_pooled":  # mean or cls pooling: the linear layer alone (modeling_lmcraft.py)
         return [Rule("heads.classify.proj.weight", ("classifier.weight",)),
                 Rule("heads.classify.proj.bias", ("classifier.bias",))]
+    if kind == "rtd" and family == "electra":
+        t = "discriminator_predictions."
+        return [Rule("heads.rtd.dense.weight", (t + "dense.weight",)),
+                Rule("heads.rtd.dense.bias", (t + "dense.bias",)),
+                Rule("heads.rtd.dense_prediction.weight", (t + "dense_prediction.weight",)),
+                Rule("heads.rtd.dense_prediction.bias", (t + "dense_prediction.bias",))]
     if kind == "tag":
         return [Rule("heads.tag.proj.weight", ("classifier.weight",)),
                 Rule("heads.tag.proj.bias", ("classifier.bias",))]
@@ -363,7 +376,7 @@ def hf_tokenizer(path: str | Path, hf: dict[str, Any]) -> TextTokenizer:
         raise FileNotFoundError(f"{path}: no tokenizer.json or vocab.txt")
     named = {k: _token(settings.get(k)) for k in ("pad_token", "unk_token", "cls_token", "sep_token", "mask_token",
                                                   "bos_token", "eos_token")}
-    if hf["model_type"] == "bert":
+    if hf["model_type"] in ("bert", "electra"):
         defaults = {"pad_token": "[PAD]", "unk_token": "[UNK]", "cls_token": "[CLS]", "sep_token": "[SEP]",
                     "mask_token": "[MASK]"}
         named = {k: v or defaults.get(k) for k, v in named.items()}
@@ -382,7 +395,7 @@ def hf_labels(hf: dict[str, Any]) -> list[str]:
 
 
 ENCODER_HEADS = (("ForMaskedLM", "mlm"), ("ForSequenceClassification", "classify"),
-                 ("ForTokenClassification", "tag"), ("ForQuestionAnswering", "span"))
+                 ("ForTokenClassification", "tag"), ("ForQuestionAnswering", "span"), ("ForPreTraining", "rtd"))
 
 
 def encoder_head(hf: dict[str, Any], theirs: dict[str, torch.Tensor], base: str) -> str | None:
@@ -395,6 +408,8 @@ def encoder_head(hf: dict[str, Any], theirs: dict[str, torch.Tensor], base: str)
         return "mlm"
     if "qa_outputs.weight" in theirs:
         return "span"
+    if "discriminator_predictions.dense.weight" in theirs:
+        return "rtd"
     pooled = "classifier.weight" in theirs and base + "pooler.dense.weight" in theirs
     if "classifier.out_proj.weight" in theirs or pooled:
         return "classify"
@@ -417,10 +432,13 @@ def load_hf_dir(path: str | Path, *, heads: bool = True) -> tuple[Model, TextTok
     check_weight_shapes(weights, {k: tuple(v.shape) for k, v in state.items()}, cfg.to_dict())
     specs: dict[str, dict[str, object]] = {}
     if heads:
-        kind = encoder_head(hf, theirs, base) if family in ("bert", "roberta") else None
+        kind = encoder_head(hf, theirs, base) if family in ENCODERS else None
+        if kind is not None and family == "electra" and kind != "rtd":
+            raise ValueError(f"{path}: of ELECTRA checkpoints lmcraft reads the encoder and the discriminator's "
+                             f"head (ElectraModel, ElectraForPreTraining), not a {kind} head")
         if kind is not None:
             labels = hf_labels(hf)
-            specs[kind] = {"mlm": {"kind": "mlm"}, "span": {"kind": "span"},
+            specs[kind] = {"mlm": {"kind": "mlm"}, "span": {"kind": "span"}, "rtd": {"kind": "rtd"},
                            "classify": {"kind": "classify", "n_labels": len(labels), "labels": labels,
                                         "pooling": "pooler"},
                            "tag": {"kind": "tag", "n_labels": len(labels), "labels": labels}}[kind]

@@ -15,7 +15,7 @@ from typing import Any
 from safetensors.torch import save_file
 
 from lmcraft.fsutil import staged_dir, write_json
-from lmcraft.model.convert import backbone_rules, head_rules, reverse_rules
+from lmcraft.model.convert import ENCODERS, backbone_rules, head_rules, reverse_rules
 from lmcraft.model.heads import Model
 from lmcraft.model.io import load_model_dir
 from lmcraft.model.transformer import TransformerConfig
@@ -30,7 +30,7 @@ CLASSES = {  # (family, head) -> transformers class; None: the bare model
     ("roberta", "tag"): "RobertaForTokenClassification", ("bert", "span"): "BertForQuestionAnswering",
     ("roberta", "span"): "RobertaForQuestionAnswering", ("gpt2", "lm"): "GPT2LMHeadModel", ("gpt2", None): "GPT2Model",
     ("llama", "lm"): "LlamaForCausalLM", ("llama", None): "LlamaModel", ("qwen2", "lm"): "Qwen2ForCausalLM",
-    ("qwen2", None): "Qwen2Model",
+    ("qwen2", None): "Qwen2Model", ("electra", "rtd"): "ElectraForPreTraining", ("electra", None): "ElectraModel",
 }
 
 # A classifier that pools with mean or cls has no transformers class: it goes out with modeling_lmcraft.py,
@@ -45,12 +45,15 @@ AUTO_CLASSES = (("ForSequenceClassification", "AutoModelForSequenceClassificatio
                 ("ForCausalLM", "AutoModelForCausalLM"), ("LMHeadModel", "AutoModelForCausalLM"))
 
 
-def family_of(cfg: TransformerConfig) -> str:
-    """The transformers family that can hold this architecture exactly, or an error saying why none can."""
+def family_of(cfg: TransformerConfig, heads: dict[str, Any] | None = None) -> str:
+    """The transformers family that can hold this architecture exactly, or an error saying why none can. An
+    encoder pretrained with replaced-token detection (an ``rtd`` head) is ELECTRA's, else BERT's."""
     biases = cfg.qkv_bias and cfg.out_bias and cfg.ffn_bias
     plain = cfg.norm == "layernorm" and cfg.position == "learned" and cfg.activation in HF_ACTIVATION and biases
     if not cfg.causal and not cfg.norm_first and plain:
-        return "roberta" if cfg.position_offset else "bert"
+        if cfg.position_offset:
+            return "roberta"
+        return "electra" if any(spec.get("kind") == "rtd" for spec in (heads or {}).values()) else "bert"
     if cfg.causal and cfg.norm_first and plain and cfg.n_segment == 0:
         return "gpt2"
     rotary_swiglu = cfg.position == "rotary" and cfg.norm == "rmsnorm" and cfg.activation == "swiglu"
@@ -72,12 +75,14 @@ def pooled_on_its_own(head: str | None, spec: dict[str, Any] | None) -> bool:
 def hf_config(cfg: TransformerConfig, family: str, head: str | None, spec: dict[str, Any] | None) -> dict[str, Any]:
     config: dict[str, Any] = {"model_type": family, "architectures": [CLASSES[family, head]],
                               "vocab_size": cfg.vocab_size, "pad_token_id": cfg.pad_id, "torch_dtype": "float32"}
-    if family in ("bert", "roberta"):
+    if family in ENCODERS:
         config.update(hidden_size=cfg.d_model, num_hidden_layers=cfg.n_layer, num_attention_heads=cfg.n_head,
                       intermediate_size=cfg.d_ff, hidden_act=HF_ACTIVATION[cfg.activation],
                       hidden_dropout_prob=cfg.dropout, attention_probs_dropout_prob=cfg.dropout,
                       max_position_embeddings=cfg.max_len, type_vocab_size=max(cfg.n_segment, 1),
                       layer_norm_eps=cfg.norm_eps, position_embedding_type="absolute")
+        if family == "electra":
+            config.update(embedding_size=cfg.d_model)
     elif family == "gpt2":
         config.update(n_embd=cfg.d_model, n_layer=cfg.n_layer, n_head=cfg.n_head, n_inner=cfg.d_ff,
                       n_positions=cfg.max_len, activation_function=HF_ACTIVATION[cfg.activation],
@@ -111,7 +116,7 @@ def pick_head(model: Model, head: str | None) -> str | None:
         if head not in model.head_specs:
             raise ValueError(f"the model has no {head!r} head (heads: {sorted(model.head_specs) or 'none'})")
         return head
-    for name in ("classify", "tag", "span", "mlm", "lm"):
+    for name in ("classify", "tag", "span", "mlm", "lm", "rtd"):
         if name in model.head_specs:
             return name
     return None
@@ -121,8 +126,8 @@ def export_state(model: Model, family: str, head: str | None) -> dict:
     cfg, spec = model.cfg, model.head_specs.get(head or "")
     ours = {k: v for k, v in model.state_dict().items()}
     bare = head is None
-    base = "" if bare else {"bert": "bert.", "roberta": "roberta.", "gpt2": "transformer.", "llama": "model.",
-                            "qwen2": "model."}[family]
+    base = "" if bare else {"bert": "bert.", "roberta": "roberta.", "electra": "electra.", "gpt2": "transformer.",
+                            "llama": "model.", "qwen2": "model."}[family]
     state = reverse_rules(backbone_rules(family, cfg), ours, cfg, prefix=base)
     if head == "classify":
         if family not in ("bert", "roberta"):
@@ -140,12 +145,14 @@ def export_state(model: Model, family: str, head: str | None) -> dict:
         if family not in ("bert", "roberta"):
             raise ValueError(f"a masked-LM head exports only with an encoder, not with {family}")
         state.update(reverse_rules(head_rules(family, "mlm", base), ours, cfg))
+    elif head == "rtd":
+        state.update(reverse_rules(head_rules(family, "rtd", base), ours, cfg))
     elif head == "lm":
         if family not in ("gpt2", "llama", "qwen2"):
             raise ValueError(f"a causal-LM head exports only with a decoder, not with {family}")
         if spec is not None and not spec.get("tied", True):
             state.update(reverse_rules(head_rules(family, "lm_untied", base), ours, cfg))
-    if family in ("bert", "roberta") and cfg.n_segment == 0:  # transformers always adds a segment embedding
+    if family in ENCODERS and cfg.n_segment == 0:  # transformers always adds a segment embedding
         state[base + "embeddings.token_type_embeddings.weight"] = ours["backbone.embed.token.weight"][:1] * 0
     return state
 
@@ -163,8 +170,8 @@ def tokenizer_files(tokenizer: TextTokenizer, out: Path, max_len: int) -> None:
 def export_hf(model_dir: str | Path, out_dir: str | Path, *, head: str | None = None) -> dict[str, Any]:
     """Write ``model_dir`` (lmcraft's or a converted one) to ``out_dir`` in the transformers layout."""
     model, tokenizer, _ = load_model_dir(model_dir)
-    family = family_of(model.cfg)
     head = pick_head(model, head)
+    family = family_of(model.cfg, {head: model.head_specs[head]} if head else None)
     config = hf_config(model.cfg, family, head, model.head_specs.get(head or ""))
     state = export_state(model, family, head)
     with staged_dir(out_dir) as staging:

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from lmcraft.model.crf import CRF
-from lmcraft.model.transformer import Transformer, TransformerConfig, store_linear_weights
+from lmcraft.model.transformer import Block, Transformer, TransformerConfig, attention_mask, store_linear_weights
 
 
 class MaskedLMHead(nn.Module):
@@ -32,6 +32,57 @@ class MaskedLMHead(nn.Module):
         # projection is tied to the input embeddings without a second copy in the checkpoint.
         h = self.norm(self.act(self.dense(hidden[positions])))  # (N, D)
         return h @ token_embedding.T + self.bias  # (N, V) for the N selected positions
+
+
+class GeneratorHead(nn.Module):
+    """ELECTRA's generator (Clark et al. 2020): a small masked-LM beside the encoder, whose samples the
+    encoder learns to tell from the original tokens. It shares the backbone's embeddings: it reads their
+    output (B, T, D), narrows it to its own width, runs as many post-LN blocks as the backbone has at
+    ``share`` of its heads (and width, and FFN width), and predicts the masked tokens with the shared token
+    embeddings (dense → GELU → LayerNorm at width D → tied projection), as in BERT's MLM head."""
+
+    def __init__(self, cfg: TransformerConfig, share: float = 0.25) -> None:
+        super().__init__()
+        heads = max(1, round(cfg.n_head * share))
+        width = heads * cfg.dh
+        small = TransformerConfig(**{**cfg.to_dict(), "d_model": width, "n_head": heads, "n_kv_head": 0,
+                                     "head_dim": 0, "d_ff": 4 * width, "norm_first": False, "causal": False,
+                                     "cross_attention": False})
+        self.down = nn.Linear(cfg.d_model, width)
+        self.blocks = nn.ModuleList(Block(small) for _ in range(cfg.n_layer))
+        self.dense = nn.Linear(width, cfg.d_model)
+        self.act = nn.GELU()
+        self.norm = nn.LayerNorm(cfg.d_model, eps=cfg.norm_eps)
+        self.bias = nn.Parameter(torch.zeros(cfg.vocab_size))
+        self.apply(Transformer._init_weights)
+
+    def forward(self, embedded: torch.Tensor, padding_mask: torch.Tensor | None, positions: torch.Tensor,
+                token_embedding: torch.Tensor) -> torch.Tensor:
+        # embedded (B, T, D): the backbone's embeddings of the masked input; positions (B, T) bool
+        x = self.down(embedded)  # (B, T, W)
+        mask, is_causal = attention_mask(padding_mask, x.shape[1], causal=False, device=x.device)
+        for block in self.blocks:
+            x = block(x, mask, is_causal=is_causal)
+        h = self.norm(self.act(self.dense(x[positions])))  # (N, D)
+        return h @ token_embedding.T + self.bias  # (N, V)
+
+
+ACTIVATIONS = {"gelu": nn.GELU, "gelu_tanh": lambda: nn.GELU(approximate="tanh"), "relu": nn.ReLU}
+
+
+class ReplacedTokenHead(nn.Module):
+    """ELECTRA's discriminator head: dense → activation → one logit per token, "was this token replaced?"
+    (the layout of transformers' ``ElectraForPreTraining``)."""
+
+    def __init__(self, cfg: TransformerConfig) -> None:
+        super().__init__()
+        self.dense = nn.Linear(cfg.d_model, cfg.d_model)
+        self.act = ACTIVATIONS.get(cfg.activation, nn.GELU)()
+        self.dense_prediction = nn.Linear(cfg.d_model, 1)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        # hidden (B, T, D) -> logits (B, T)
+        return self.dense_prediction(self.act(self.dense(hidden))).squeeze(-1)
 
 
 class LMHead(nn.Module):
@@ -181,7 +232,12 @@ class Model(nn.Module):
             return DecoderHead(self.cfg, int(spec.get("n_layer", 0)))  # type: ignore[arg-type]
         if kind == "classify":
             return ClassificationHead(self.cfg, int(spec["n_labels"]), str(spec.get("pooling", "cls")))  # type: ignore[arg-type]
-        raise ValueError(f"unknown head kind {kind!r}; known: mlm, lm, classify, tag, span, relate, decoder")
+        if kind == "generator":
+            return GeneratorHead(self.cfg, float(spec.get("share", 0.25)))  # type: ignore[arg-type]
+        if kind == "rtd":
+            return ReplacedTokenHead(self.cfg)
+        raise ValueError(f"unknown head kind {kind!r}; known: mlm, lm, classify, tag, span, relate, decoder, "
+                         "generator, rtd")
 
     def compile_backbone(self) -> None:
         """Compile the backbone in place with torch.compile (its parameters and state dict stay as they are)
