@@ -29,6 +29,8 @@ def test_recipe_errors_name_the_key(tmp_path: Path) -> None:
                                          r"relative to the recipe\)"):
         load_recipe(QUICKSTART, ["sanity=nowhere.jsonl"])
     assert Path(load_recipe(QUICKSTART).sanity).is_file()
+    with pytest.raises(ValueError, match="pretrains an encoder with one of mlm, electra, not 'clm'"):
+        load_recipe(QUICKSTART, ["objective=clm"])
     bad = tmp_path / "bad.yaml"
     bad.write_text("pretrain:\n  max_stepz: 3\n", encoding="utf-8")
     with pytest.raises(ValueError, match=r"bad\.yaml: pretrain: unknown option\(s\) \['max_stepz'\]"):

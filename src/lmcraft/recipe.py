@@ -49,6 +49,8 @@ class Recipe:
     tokenizer: RecipeTokenizer = field(default_factory=RecipeTokenizer)
     model: ModelOptions = field(default_factory=ModelOptions)
     pretrain: TrainConfig = field(default_factory=lambda: TrainConfig(lr=1e-3, max_steps=1000))
+    objective: str = opt("mlm", "the pretraining objective: mlm (masked LM) or electra (replaced-token detection, "
+                                "which learns from every token)")
     embedding_init: str = opt("random", "how the pretrained model's token embeddings start: random, or "
                                         "cooccurrence (PPMI-SVD vectors of the pretraining text)")
     finetune: TrainConfig = field(default_factory=lambda: TrainConfig(lr=1e-4, epochs=3.0))
@@ -106,6 +108,9 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
         variant_options(recipe)
     except ValueError as e:
         raise ValueError(f"{path}: {e}") from None
+    if recipe.objective not in ENCODER_OBJECTIVES:
+        raise ValueError(f"{path}: objective: a recipe pretrains an encoder with one of "
+                         f"{', '.join(ENCODER_OBJECTIVES)}, not {recipe.objective!r}")
     if task.generates:
         raise ValueError(f"{path}: recipes pretrain an encoder; {recipe.task} needs a decoder (use `lmcraft "
                          "finetune --task` with a pretrained decoder)")
@@ -137,6 +142,7 @@ def _corpus_files(recipe: Recipe, data_dir: Path) -> list[Path]:
     return files
 
 
+ENCODER_OBJECTIVES = ("mlm", "electra")  # what a recipe's pretraining stage may train
 REPORT_PACKAGES = ("matplotlib", "jinja2", "opencc", "captum")  # the `report` extra
 
 
@@ -195,7 +201,8 @@ def run_recipe(recipe: Recipe) -> dict[str, Any]:
     stage("pretrain")
     results["pretrain"] = run_pretrain(PretrainConfig(corpus=[str(p) for p in corpus], tokenizer=str(out / "tokenizer"),
                                                       out=str(out / "pretrain"), model=recipe.model,
-                                                      embedding_init=recipe.embedding_init, train=recipe.pretrain))
+                                                      embedding_init=recipe.embedding_init, train=recipe.pretrain,
+                                                      objective=recipe.objective))
     done("pretrain")
 
     stage("finetune")
