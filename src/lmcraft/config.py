@@ -119,7 +119,7 @@ class PretrainConfig:
     dev_fraction: float = opt(0.02, "share of the packed blocks held out for dev MLM loss")
     objective: str = opt("mlm", "mlm (masked LM, an encoder), electra (replaced-token detection: a small generator "
                                 "fills masked tokens, the encoder tells every token original or replaced; learns "
-                                "from all tokens, not 15%), clm (causal LM, a decoder; documents packed into "
+                                "from all tokens, not 15%%), clm (causal LM, a decoder; documents packed into "
                                 "blocks without attending to each other) or span (T5 span corruption: the encoder "
                                 "reads blocks with spans cut out, a decoder head writes them back after sentinel "
                                 "tokens <extra_id_N>, added to the tokenizer; fine-tune it with --task seq2seq "
