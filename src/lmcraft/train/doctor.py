@@ -10,7 +10,7 @@ shared finish of every stage (``stage.py``), which sits below ``tune/`` in the l
 
 | rule | what it looks at |
 |---|---|
-| divergence | non-finite steps; a train loss spiking above ``SPIKE_FACTOR`` × the lowest before it |
+| divergence | non-finite steps; a window of train losses whose mean rises to ``SPIKE_FACTOR`` × the lowest before |
 | no_learning | the train loss fell by less than ``NO_LEARNING_DROP`` and the dev metric never improved |
 | overfitting | the dev metric fell back from its best while the train loss kept falling |
 | underfitting | the last evaluation was the best and the train loss was still falling: train longer |
@@ -29,7 +29,8 @@ from typing import Any
 
 from lmcraft.config import TrainConfig
 
-SPIKE_FACTOR = 2.0  # a logged train loss this many times the lowest logged before it is a spike
+SPIKE_FACTOR = 2.0  # a window of logged train losses whose mean is this many times the lowest before it
+SPIKE_WINDOW = 3  # logged losses in a window at least (a tenth of them when there are more than 30)
 NO_LEARNING_DROP = 0.05  # a train loss that fell by less than this share of its first value did not learn
 TREND_DROP = 0.02  # the train loss of the last third still falling by this share: the run was not done
 IMBALANCE_RATIO = 3.0  # the largest label this many times the smallest is imbalanced
@@ -91,14 +92,19 @@ def check_divergence(records: Sequence[dict[str, Any]], c: Checkup) -> Finding |
     if skipped:
         return Finding("divergence", f"{len(skipped)} step(s) had a non-finite loss or gradient", "skipped steps",
                        float(len(skipped)), advice, lower)
+    # One logged loss is one batch's, noisy late in training (0.1 then 0.6 is common), so a spike is a
+    # window of logged losses whose mean rises to SPIKE_FACTOR x the lowest window mean before it.
+    width = max(SPIKE_WINDOW, len(losses) // 10)
+    means = [sum(loss for _, loss in losses[k:k + width]) / width for k in range(len(losses) - width + 1)]
     worst, at = 0.0, 0
-    for k in range(2, len(losses)):
-        lowest = min(loss for _, loss in losses[:k])
-        if lowest > 0 and losses[k][1] / lowest > worst:
-            worst, at = losses[k][1] / lowest, losses[k][0]
+    for k in range(1, len(means)):
+        lowest = min(means[:k])
+        if lowest > 0 and means[k] / lowest > worst:
+            worst, at = means[k] / lowest, k
     if worst >= SPIKE_FACTOR:
-        return Finding("divergence", f"the train loss spiked at step {at}",
-                       "train loss / lowest train loss before it", worst, advice, lower)
+        first, last = losses[at][0], losses[at + width - 1][0]
+        return Finding("divergence", f"the train loss rose at steps {first}-{last}",
+                       f"mean train loss of {width} logged steps / lowest such mean before it", worst, advice, lower)
     return None
 
 
