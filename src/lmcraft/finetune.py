@@ -12,7 +12,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
@@ -33,6 +33,8 @@ from lmcraft.tokenizer import TextTokenizer, recommended_kind, train_tokenizer
 from lmcraft.train.doctor import Checkup
 from lmcraft.train.loop import OnEval, train
 
+T = TypeVar("T")
+
 
 def find_split(directory: Path, split: str, *, required: bool,
                extensions: Sequence[str] = tuple(FORMATS)) -> Path | None:
@@ -44,6 +46,17 @@ def find_split(directory: Path, split: str, *, required: bool,
         names = ", ".join(f"{split}{ext}" for ext in extensions)
         raise DataError(directory, f"no {split} file (looked for {names})")
     return found[0] if found else None
+
+
+def take_train(examples: list[T], n: int, seed: int = -1) -> list[T]:
+    """The training examples a run learns from: all (``n`` 0), the first ``n``, or with ``seed`` >= 0 ``n`` drawn
+    at random with it (the same draw on every machine), kept in file order."""
+    if n <= 0 or n >= len(examples):
+        return list(examples)
+    if seed < 0:
+        return examples[:n]
+    chosen = torch.randperm(len(examples), generator=torch.Generator().manual_seed(seed))[:n]
+    return [examples[i] for i in sorted(chosen.tolist())]
 
 
 def load_splits(cfg: FinetuneConfig) -> tuple[Splits, dict[str, Path]]:
@@ -162,8 +175,7 @@ def run_finetune(cfg: FinetuneConfig, *, on_eval: OnEval | None = None) -> dict[
     task_cls = task_class(cfg.task)
     options = options_for(cfg.task_options, task_cls)
     splits, files = load_splits(cfg)
-    if cfg.max_train_examples > 0:
-        splits["train"] = splits["train"][: cfg.max_train_examples]
+    splits["train"] = take_train(splits["train"], cfg.max_train_examples, cfg.train_sample_seed)
     if not cfg.start.init and not cfg.start.tokenizer:  # the run card then names the tokenizer it trained
         trained = tokenizer_from_data(task_cls.texts(splits["train"]), Path(cfg.out))
         cfg = replace(cfg, start=replace(cfg.start, tokenizer=str(trained)))

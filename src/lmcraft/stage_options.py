@@ -60,6 +60,8 @@ class FinetuneConfig:
     metric: str = opt("", "dev metric that selects the best checkpoint; empty: the task's own (classify: accuracy "
                           "or macro_f1; tag: f1)")
     max_train_examples: int = opt(0, "train on the first N training examples only (0: all); for quick tries")
+    train_sample_seed: int = opt(-1, "with --max-train-examples N: draw the N examples at random with this seed "
+                                     "instead of taking the first N (-1); the subsets of `lmcraft curve`")
     baseline: bool = opt(True, "also fit the task's classic baseline on the same split and report it next to the "
                                "model (TF-IDF + LR, a feature CRF for tags, sentence overlap for QA, copying and a "
                                "translation memory for seq2seq)")

@@ -94,6 +94,18 @@ def cmd_fewshot(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_curve(args: argparse.Namespace) -> int:
+    from lmcraft.curve.options import SET_BY_THE_CURVE, CurveConfig
+    from lmcraft.curve.plot import table
+    from lmcraft.curve.run import run_curve
+
+    summary = run_curve(from_namespace(CurveConfig, args, shadowed=SET_BY_THE_CURVE))
+    out = args.out
+    print("\n" + table(summary))
+    print(f"written: {out}/curve.md, {out}/curve.png, {out}/curve.json; each run in {out}/runs/")
+    return 0
+
+
 def cmd_tune(args: argparse.Namespace) -> int:
     from lmcraft.tune.options import TuneConfig
     from lmcraft.tune.study import run_tune

