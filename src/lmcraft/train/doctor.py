@@ -10,7 +10,7 @@ shared finish of every stage (``stage.py``), which sits below ``tune/`` in the l
 
 | rule | what it looks at |
 |---|---|
-| divergence | non-finite steps; a window of train losses whose mean rises to ``SPIKE_FACTOR`` × the lowest before |
+| divergence | non-finite steps; a window of train losses rising to ``SPIKE_FACTOR`` × the lowest before (a real rise) |
 | no_learning | the train loss fell by less than ``NO_LEARNING_DROP`` and the dev metric never improved |
 | overfitting | the dev metric fell back from its best while the train loss kept falling |
 | underfitting | the last evaluation was the best and the train loss was still falling: train longer |
@@ -30,6 +30,7 @@ from typing import Any
 from lmcraft.config import TrainConfig
 
 SPIKE_FACTOR = 2.0  # a window of logged train losses whose mean is this many times the lowest before it
+SPIKE_GIVEN_BACK = 0.5  # ... and gives back this share of the fall from the first window to the lowest
 SPIKE_WINDOW = 3  # logged losses in a window at least (a tenth of them when there are more than 30)
 NO_LEARNING_DROP = 0.05  # a train loss that fell by less than this share of its first value did not learn
 TREND_DROP = 0.02  # the train loss of the last third still falling by this share: the run was not done
@@ -96,10 +97,13 @@ def check_divergence(records: Sequence[dict[str, Any]], c: Checkup) -> Finding |
     # window of logged losses whose mean rises to SPIKE_FACTOR x the lowest window mean before it.
     width = max(SPIKE_WINDOW, len(losses) // 10)
     means = [sum(loss for _, loss in losses[k:k + width]) / width for k in range(len(losses) - width + 1)]
+    # Near zero a ratio means little (0.05 to 0.12 is no divergence): the rise must also give back at least
+    # SPIKE_GIVEN_BACK of what the run had learned since its first window.
     worst, at = 0.0, 0
     for k in range(1, len(means)):
         lowest = min(means[:k])
-        if lowest > 0 and means[k] / lowest > worst:
+        gave_back = means[k] - lowest >= SPIKE_GIVEN_BACK * (means[0] - lowest)
+        if lowest > 0 and gave_back and means[k] / lowest > worst:
             worst, at = means[k] / lowest, k
     if worst >= SPIKE_FACTOR:
         first, last = losses[at][0], losses[at + width - 1][0]
