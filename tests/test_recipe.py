@@ -167,3 +167,41 @@ def test_a_missing_report_package_is_refused_before_training(monkeypatch: pytest
     with pytest.raises(ValueError, match=r"report stage needs captum: pip install 'lmcraft\[report\]'"):
         run_recipe(load_recipe(QUICKSTART, [*TINY, "out=/nonexistent/never-written"]))
     check_report_packages(load_recipe(QUICKSTART, ["report=false"]))  # without the stage nothing is needed
+
+
+def test_stage_seconds_share_the_budget_and_refuse_when_it_is_spent() -> None:
+    from lmcraft.recipe import stage_seconds
+
+    # 600 s, a tenth kept for the stages after training, 60 s gone: pretraining gets 0.7 of the 480 left
+    assert stage_seconds(600, 60, share=0.7, stages=3) == pytest.approx(336)
+    assert stage_seconds(600, 400, share=0, stages=2) == pytest.approx(70)  # then the fine-tunings split 140
+    with pytest.raises(ValueError, match="budget of 60 s is spent: 58 s have gone"):
+        stage_seconds(60, 58, share=0, stages=2)
+    with pytest.raises(ValueError, match=r"quickstart-zh\.yaml: budget: "):
+        load_recipe(QUICKSTART, ["budget=soon"])
+    with pytest.raises(ValueError, match="pretrain_share must lie between 0 and 1"):
+        load_recipe(QUICKSTART, ["pretrain_share=1.5"])
+
+
+@pytest.mark.slow
+def test_a_recipe_budget_is_shared_among_the_stages_and_holds(sentiment_dir: Path, peoples_daily: Path,
+                                                             tmp_path: Path) -> None:
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(peoples_daily.read_text(encoding="utf-8").splitlines()[:3000]) + "\n",
+                      encoding="utf-8")
+    out = tmp_path / "run"
+    settings = [*TINY, f"out={out}", f"data.labelled={sentiment_dir}", f"data.corpus=[{corpus}]",
+                "data.pretrain_on_train_text=false", "max_train_examples=2000", "embedding_init=random",
+                "report=false", "baseline=false", "sanity=''", "pretrain.eval_every=50", "finetune.eval_every=50",
+                "pretrain_share=0.5"]
+    assert main(["run", str(QUICKSTART), "--budget", "60s", *[f"--set={s}" for s in settings]]) == 0
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    budget, results = summary["budget_s"], summary["results"]
+    assert budget["total"] == 60 and budget["spent"] <= 60 * 1.1
+    assert budget["pretrain"] > budget["finetune"] > 0
+    for name in ("pretrain", "finetune", "scratch"):
+        card = json.loads((out / name / "best" / "run_card.json").read_text(encoding="utf-8"))["config"]
+        assert card["train"]["max_steps"] == 0  # the recipe's step counts are set aside under a budget
+        seconds = budget["pretrain" if name == "pretrain" else "finetune"]
+        assert card["train"]["budget"] == f"{seconds:.0f}s"  # the scratch model gets the fine-tuned one's time
+        assert results[name]["final_lr"] == 0.0 or results[name]["stopped_early"]

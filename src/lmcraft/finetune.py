@@ -198,7 +198,7 @@ def run_finetune(cfg: FinetuneConfig, *, on_eval: OnEval | None = None) -> dict[
     out = Path(cfg.out)
     result = train(model, task, train_items, dev_items, cfg.train, run_dir=out,
                    lengths=[len(it.ids) for it in train_items], save_best=save_best, on_eval=on_eval,
-                   started=began)
+                   started=began, evals_after=1 + len(splits.get("test", [])) / max(len(dev_items), 1))
     if not result.is_main:  # other processes of a distributed run stop here; rank 0 tests and writes
         return {"stage": "finetune", "rank": "worker"}
     summary = run_summary("finetune", out, result, prepare_s)

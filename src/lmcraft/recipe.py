@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from lmcraft.config import ModelOptions, PretrainConfig, TrainConfig, from_dict, opt, to_dict
+from lmcraft.config import ModelOptions, PretrainConfig, TrainConfig, budget_seconds, from_dict, opt, to_dict
 from lmcraft.data.builtin import BUILTINS, prepare
 from lmcraft.data.readers import Fields, read_corpus, write_jsonl
 from lmcraft.finetune import load_splits, run_finetune
@@ -70,6 +70,12 @@ class Recipe:
     sanity: str = opt("", "a file of a few hand-written labelled examples in the task's format that any useful "
                           "model gets right (a path relative to the recipe file); the recipe prints how many each "
                           "model gets right and writes OUT/sanity/MODEL.jsonl")
+    budget: str = opt("", "time for the whole recipe (10m, 1h; `lmcraft run --budget`): after data and tokenizer, "
+                          "the pretraining stage gets pretrain_share of what is left less a tenth of the budget kept "
+                          "for the baseline, sanity and report stages; the fine-tuning stages split the rest evenly "
+                          "(the from-scratch model gets the pretrained one's time). Each stage's learning rate "
+                          "falls to zero as its time ends; the stages' max_steps and epochs are set aside")
+    pretrain_share: float = opt(0.7, "with budget: the pretraining stage's share of the training time")
     progress: bool = opt(True, "show progress bars")
 
 
@@ -116,6 +122,13 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
                          "finetune --task` with a pretrained decoder)")
     for section in (recipe.pretrain, recipe.finetune):
         section.progress = recipe.progress
+    if recipe.budget:
+        try:
+            budget_seconds(recipe.budget)
+        except ValueError as e:
+            raise ValueError(f"{path}: budget: {e}") from None
+    if not 0 < recipe.pretrain_share < 1:
+        raise ValueError(f"{path}: pretrain_share must lie between 0 and 1, got {recipe.pretrain_share}")
     if recipe.sanity:
         recipe.sanity = str(path.parent / recipe.sanity)
         if not Path(recipe.sanity).is_file():
@@ -142,6 +155,28 @@ def _corpus_files(recipe: Recipe, data_dir: Path) -> list[Path]:
     return files
 
 
+RESERVE_SHARE = 0.1  # of a recipe's budget, kept for the stages after training (baseline, sanity, report)
+
+
+def stage_seconds(budget_s: float, spent_s: float, *, share: float, stages: int) -> float:
+    """Seconds for the next training stage of a recipe with ``budget_s`` in all, ``spent_s`` of it gone, and
+    ``stages`` training stages left (this one included) that split the time after a ``share`` of it goes to
+    this one. ``share`` 0: an even split. Raises when nothing would be left."""
+    left = budget_s * (1 - RESERVE_SHARE) - spent_s
+    seconds = left * share if share else left / stages
+    if seconds < 1:
+        raise ValueError(f"the recipe's budget of {budget_s:.0f} s is spent: {spent_s:.0f} s have gone before a "
+                         "training stage; give a larger budget")
+    return seconds
+
+
+def _budgeted(train: TrainConfig, seconds: float | None) -> TrainConfig:
+    """The stage's loop options under a share of the recipe's budget (None: as the recipe says)."""
+    if seconds is None:
+        return train
+    return replace(train, budget=f"{seconds:.0f}s", max_steps=0)
+
+
 ENCODER_OBJECTIVES = ("mlm", "electra")  # what a recipe's pretraining stage may train
 REPORT_PACKAGES = ("matplotlib", "jinja2", "opencc", "captum")  # the `report` extra
 
@@ -162,6 +197,10 @@ def run_recipe(recipe: Recipe) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     times: dict[str, float] = {}
     results: dict[str, Any] = {}
+    began = time.perf_counter()
+    budget_s = budget_seconds(recipe.budget) if recipe.budget else None
+    granted: dict[str, float] = {}  # seconds each training stage was given under the budget
+    finetunes = 1 + bool(recipe.variant) + bool(recipe.compare_scratch)
 
     def stage(name: str) -> None:
         times[name] = time.perf_counter()
@@ -199,11 +238,20 @@ def run_recipe(recipe: Recipe) -> dict[str, Any]:
     done("tokenizer")
 
     stage("pretrain")
+    if budget_s is not None:
+        granted["pretrain"] = stage_seconds(budget_s, time.perf_counter() - began, share=recipe.pretrain_share,
+                                            stages=1 + finetunes)
+        print(f"budget: {granted['pretrain']:.0f} s of {budget_s:.0f} s for pretraining", flush=True)
     results["pretrain"] = run_pretrain(PretrainConfig(corpus=[str(p) for p in corpus], tokenizer=str(out / "tokenizer"),
                                                       out=str(out / "pretrain"), model=recipe.model,
-                                                      embedding_init=recipe.embedding_init, train=recipe.pretrain,
+                                                      embedding_init=recipe.embedding_init,
+                                                      train=_budgeted(recipe.pretrain, granted.get("pretrain")),
                                                       objective=recipe.objective))
     done("pretrain")
+    if budget_s is not None:  # the same time for each fine-tuning: the scratch model gets the pretrained one's
+        granted["finetune"] = stage_seconds(budget_s, time.perf_counter() - began, share=0, stages=finetunes)
+        print(f"budget: {granted['finetune']:.0f} s for each of {finetunes} fine-tuning stage(s)", flush=True)
+        finetune_base = replace(finetune_base, train=_budgeted(finetune_base.train, granted["finetune"]))
 
     stage("finetune")
     pretrained = InitOptions(init=str(out / "pretrain" / "best"))
@@ -218,7 +266,7 @@ def run_recipe(recipe: Recipe) -> dict[str, Any]:
 
     if recipe.compare_scratch:
         stage("scratch")
-        scratch_train = replace(recipe.finetune, lr=recipe.scratch_lr or recipe.finetune.lr)
+        scratch_train = replace(finetune_base.train, lr=recipe.scratch_lr or recipe.finetune.lr)
         results["scratch"] = run_finetune(replace(finetune_base, start=InitOptions(tokenizer=str(out / "tokenizer")),
                                                   out=str(out / "scratch"), train=scratch_train))
         done("scratch")
@@ -243,6 +291,9 @@ def run_recipe(recipe: Recipe) -> dict[str, Any]:
 
     summary = {"recipe": to_dict(recipe), "results": results, "wall_time_s": {k: round(v, 1) for k, v in times.items()},
                "model_dir": str(out / "finetune" / "best")}
+    if budget_s is not None:
+        summary["budget_s"] = {"total": budget_s, "spent": round(time.perf_counter() - began, 1),
+                               **{k: round(v, 1) for k, v in granted.items()}}
     (out / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     table = format_table(recipe, summary)
     (out / "report.md").write_text(table + "\n", encoding="utf-8")

@@ -229,7 +229,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from lmcraft.recipe import load_recipe, run_recipe
 
-    recipe = load_recipe(args.recipe, args.set)
+    recipe = load_recipe(args.recipe, [*args.set, *([f"budget={args.budget}"] if args.budget else [])])
     if args.no_progress:
         recipe.progress = False
         recipe.pretrain.progress = recipe.finetune.progress = False

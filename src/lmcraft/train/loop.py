@@ -179,6 +179,7 @@ def train(
     lengths: Sequence[int] | None = None,
     on_eval: OnEval | None = None,
     started: float | None = None,
+    evals_after: float = 1.0,
 ) -> TrainResult:
     """Train ``model`` on ``task``; evaluate on ``dev_items`` every ``cfg.eval_every`` steps; save the
     best model with ``save_best(run_dir / "best", state_dict)``; stop early when the dev metric stops
@@ -196,14 +197,16 @@ def train(
     saving after it, and the learning rate follows the share of those seconds spent (``TimeBudget``), reaching
     zero as they run out. A resumed budgeted run continues that clock from its checkpoint: it takes the steps
     its time allows, so unlike a run counted in steps it is not the same, bit for bit, as one that never
-    stopped.
+    stopped. Once a dev evaluation has been timed, the training seconds also leave room for ``evals_after``
+    such evaluations (the last one, and the stage's test split counted in dev evaluations), so that the stage
+    as a whole keeps to its budget.
     """
     run_dir = Path(run_dir)
     dist = Distributed.from_env(cfg.distributed)
     with hold_run_dir(run_dir, dist):
         return _train(model, task, train_items, dev_items, cfg, run_dir=run_dir, save_best=save_best,
                       lengths=lengths, dist=dist, on_eval=on_eval,
-                      started=time.perf_counter() if started is None else started)
+                      started=time.perf_counter() if started is None else started, evals_after=evals_after)
 
 
 def _train(
@@ -219,6 +222,7 @@ def _train(
     dist: Distributed,
     on_eval: OnEval | None = None,
     started: float,
+    evals_after: float = 1.0,
 ) -> TrainResult:
     sharded = dist.active and dist.mode == "fsdp"
     if dist.is_main:
@@ -310,7 +314,10 @@ def _train(
         return path
 
     def run_eval() -> None:
+        eval_began = time.perf_counter()
         metrics = evaluate(module, task, dev_items, cfg, dist, bf16=bf16, desc="dev")
+        if budget is not None:  # what follows the loop needs time too: leave it, from this evaluation's
+            budget.seconds = max(st.budget_s - evals_after * (time.perf_counter() - eval_began), 1.0)
         improved = stopper.update(metrics[task.metric], st.step)
         if improved:
             weights = model_state(model, sharded)
