@@ -76,6 +76,15 @@ def test_the_curve_trains_every_model_at_every_point_and_a_rerun_trains_nothing(
     assert {p: p.stat().st_mtime_ns for p in (out / "runs").glob("*.json")} == stamps
 
 
+def test_the_curve_plots_each_task_s_headline_metric() -> None:
+    from lmcraft.curve.run import curve_metric
+    from lmcraft.tasks.registry import task_class
+
+    assert [curve_metric(task_class(t), "") for t in ("classify", "tag", "relate", "seq2seq")] == \
+        ["accuracy", "f1", "micro_f1", "bleu"]
+    assert curve_metric(task_class("classify"), "macro_f1") == "macro_f1"
+
+
 def test_bad_points_are_refused_with_the_reason(tiny_data: Path, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="--sizes takes positive numbers"):
         CurveConfig(sizes=["200", "many"])

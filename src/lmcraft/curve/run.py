@@ -28,6 +28,12 @@ def _size(size: str, available: int) -> int:
     return n
 
 
+def curve_metric(task: Any, chosen: str) -> str:
+    """The test metric the curve plots: --metric, else the one that selects the task's checkpoints when a test
+    report shows it (classify: accuracy; tag: entity F1), else the first the report shows (seq2seq: BLEU)."""
+    return chosen or (task.metric if task.metric in task.summary_metrics else task.summary_metrics[0])
+
+
 def fine_tune_config(cfg: CurveConfig, model: str, n: int, seed: int, run_dir: Path) -> FinetuneConfig:
     """The fine-tuning of ``model`` on ``n`` labels drawn with ``seed``: at least ``min_steps`` steps, about six
     dev evaluations, the scratch model at its own learning rate."""
@@ -56,7 +62,7 @@ def run_curve(cfg: CurveConfig) -> dict[str, Any]:
         raise ValueError("the pretrained and scratch models need --init MODEL_DIR (the pretrained encoder; "
                          "scratch takes its architecture and tokenizer)")
     task = task_class(cfg.finetune.task)
-    metric = task.summary_metrics[0]
+    metric = curve_metric(task, cfg.finetune.metric)
     splits, files = load_splits(cfg.finetune)
     if "test" not in splits:
         raise ValueError(f"{cfg.finetune.data}: a learning curve scores every model on a test split; none found")
