@@ -83,7 +83,7 @@ def main() -> None:
 
     first = arms[0][0]
     print(f"\n{args.recipe}, {args.seeds} seeds; overrides of every arm: {' '.join(args.set) or 'none'}\n")
-    print("| arm | " + " | ".join(title for _, title in MODELS) + " | sanity right | pretraining steps | "
+    print("| arm | " + " | ".join(title for _, title in MODELS) + " | sanity right (each seed) | pretraining steps | "
           f"pretraining min | fine-tuned − {first} (Welch 95%) |")
     print("|---|" + "---:|" * (len(MODELS) + 4))
     for name, runs in results.items():
@@ -92,7 +92,7 @@ def main() -> None:
         minutes = [r["wall_time_s"]["pretrain"] / 60 for r in runs]
         versus = "" if name == first else welch(accuracies(runs, "finetune"), accuracies(results[first], "finetune"))
         cells = [mean_std(accuracies(runs, model)) for model, _ in MODELS]
-        print(f"| {name} | {' | '.join(cells)} | {statistics.fmean(sanity) if sanity else '–'} | "
+        print(f"| {name} | {' | '.join(cells)} | {'/'.join(map(str, sanity)) if sanity else '–'} | "
               f"{statistics.fmean(steps):.0f} | {statistics.fmean(minutes):.1f} | {versus} |")
 
 
