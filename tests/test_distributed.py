@@ -63,8 +63,12 @@ def test_two_processes_match_one_with_the_same_global_batch(mode: str, inputs: d
     final = f"checkpoints/step-{STEPS:08d}/model.safetensors"
     one, two = load_file(str(single / final)), load_file(str(tmp_path / final))
     assert one.keys() == two.keys()
+    # One process sums a batch of 16 where two sum 8 each: float rounding differs by ~1e-7. Adam divides by the
+    # root of the squared gradient, so an entry whose gradient is nearly zero (a rare token's embedding) can
+    # turn that into ~2e-5 after 6 steps (seen: 1 of the 436,000 embedding entries). A real fault (a rank's
+    # gradient lost, or not averaged) moves weights by about the learning rate, 1e-3 a step.
     for name in one:
-        torch.testing.assert_close(two[name], one[name], atol=1e-5, rtol=0, msg=name)
+        torch.testing.assert_close(two[name], one[name], atol=1e-4, rtol=0, msg=name)
     dev = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     dev_one = [json.loads(line) for line in (single / "metrics.jsonl").read_text().splitlines()]
     pick = [(r["step"], r["accuracy"]) for r in dev if r["split"] == "dev"]
