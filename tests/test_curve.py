@@ -74,6 +74,9 @@ def test_the_curve_trains_every_model_at_every_point_and_a_rerun_trains_nothing(
     assert main(argv) == 0
     assert "== curve [" not in capsys.readouterr().out  # no run started again
     assert {p: p.stat().st_mtime_ns for p in (out / "runs").glob("*.json")} == stamps
+    # other settings into the same directory would be averaged with these runs: refused, naming them
+    assert main([*argv, "--lr", "1e-2"]) == 2
+    assert "holds a curve made with other settings (finetune.train.lr)" in capsys.readouterr().err
 
 
 def test_the_curve_plots_each_task_s_headline_metric() -> None:
@@ -90,6 +93,7 @@ def test_bad_points_are_refused_with_the_reason(tiny_data: Path, tmp_path: Path)
         CurveConfig(sizes=["200", "many"])
     with pytest.raises(ValueError, match="--models takes"):
         CurveConfig(models=["pretrained", "gpt"])
+    assert CurveConfig(sizes=["200", "200", "all"], seeds=["1", "1"]).sizes == ["200", "all"]  # no double weight
     argv = ["curve", "--data", str(tiny_data), "--models", "baseline", "--sizes", "41", "--out", str(tmp_path)]
     assert main(argv) == 2  # the train split holds 40
     argv = ["curve", "--data", str(tiny_data), "--sizes", "10", "--out", str(tmp_path)]

@@ -50,7 +50,8 @@ def find_split(directory: Path, split: str, *, required: bool,
 
 def take_train(examples: list[T], n: int, seed: int = -1) -> list[T]:
     """The training examples a run learns from: all (``n`` 0), the first ``n``, or with ``seed`` >= 0 ``n`` drawn
-    at random with it (the same draw on every machine), kept in file order."""
+    at random with it (torch's seeded permutation: the same draw on every machine), kept in file order. The
+    draws of one seed are nested: the first ``n`` of the same permutation, so 200 lie within 1,000."""
     if n <= 0 or n >= len(examples):
         return list(examples)
     if seed < 0:
@@ -198,7 +199,7 @@ def run_finetune(cfg: FinetuneConfig, *, on_eval: OnEval | None = None) -> dict[
     out = Path(cfg.out)
     result = train(model, task, train_items, dev_items, cfg.train, run_dir=out,
                    lengths=[len(it.ids) for it in train_items], save_best=save_best, on_eval=on_eval,
-                   started=began, evals_after=1 + len(splits.get("test", [])) / max(len(dev_items), 1))
+                   started=began, evals_after=1 + len(splits.get("test", [])) / max(len(splits["dev"]), 1))
     if not result.is_main:  # other processes of a distributed run stop here; rank 0 tests and writes
         return {"stage": "finetune", "rank": "worker"}
     summary = run_summary("finetune", out, result, prepare_s)

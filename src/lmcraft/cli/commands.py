@@ -99,8 +99,9 @@ def cmd_curve(args: argparse.Namespace) -> int:
     from lmcraft.curve.plot import table
     from lmcraft.curve.run import run_curve
 
-    summary = run_curve(from_namespace(CurveConfig, args, shadowed=SET_BY_THE_CURVE))
-    out = args.out
+    cfg = from_namespace(CurveConfig, args, shadowed=SET_BY_THE_CURVE)
+    summary = run_curve(cfg)
+    out = cfg.out
     print("\n" + table(summary))
     print(f"written: {out}/curve.md, {out}/curve.png, {out}/curve.json; each run in {out}/runs/")
     return 0

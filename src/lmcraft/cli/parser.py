@@ -330,7 +330,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a recipe value, e.g. --set pretrain.max_steps=100 (repeatable)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    p.add_argument("--budget", default="", help="time for the whole recipe (10m, 1h), shared among its stages: "
+    p.add_argument("--budget", default="", help="time for the whole recipe (10m, 1h; a bare number is minutes), "
+                                                "shared among its stages: "
                                                 "pretraining gets --set pretrain_share of the training time "
                                                 "(default 0.7), the fine-tunings split the rest evenly; same as "
                                                 "--set budget=10m")

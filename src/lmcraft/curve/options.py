@@ -9,7 +9,8 @@ from lmcraft.config import opt
 from lmcraft.stage_options import FinetuneConfig
 
 MODELS = ("pretrained", "scratch", "baseline")
-# fine-tuning options the curve sets itself for every run: no flags of their own on `lmcraft curve`
+# fine-tuning options the curve sets itself for every run: no flags of their own on `lmcraft curve` (its own
+# --out is the curve's directory)
 SET_BY_THE_CURVE = frozenset({"max_train_examples", "train_sample_seed", "baseline", "random_init", "seed"})
 
 
@@ -22,12 +23,18 @@ class CurveConfig:
                                           "tokenizer from random weights) and/or baseline (the task's classic "
                                           "model: TF-IDF + LR for classify)")
     min_steps: int = opt(300, "fewest optimiser steps of a run: a small subset gets more epochs (the best dev "
-                              "checkpoint is kept), so that 200 labels are not 19 steps")
+                              "checkpoint is kept), so that 200 labels are not 19 steps; it also raises a smaller "
+                              "--max-steps")
     scratch_lr: float = opt(1e-3, "learning rate of the from-scratch model (a random encoder wants a larger one); "
                                   "0: the same --lr as the pretrained one")
-    finetune: FinetuneConfig = field(default_factory=lambda: FinetuneConfig(out="runs/curve", baseline=False))
+    out: str = opt("runs/curve", "directory of the curve: curve.md, curve.png, curve.json, and each run in "
+                                 "OUT/runs/ (a rerun skips the runs done there, and refuses other settings)")
+    finetune: FinetuneConfig = field(default_factory=lambda: FinetuneConfig(baseline=False))
 
     def __post_init__(self) -> None:
+        self.sizes, self.seeds, self.models = (list(dict.fromkeys(x)) for x in (self.sizes, self.seeds, self.models))
+        if not self.sizes or not self.seeds:
+            raise ValueError("--sizes and --seeds need at least one value each")
         unknown = sorted(set(self.models) - set(MODELS))
         if unknown or not self.models:
             raise ValueError(f"--models takes {', '.join(MODELS)}; got {', '.join(unknown) or 'none'}")

@@ -13,6 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from lmcraft.config import to_dict
 from lmcraft.curve.options import CurveConfig
 from lmcraft.curve.plot import write_plot, write_table
 from lmcraft.finetune import load_splits, run_finetune, take_train
@@ -52,6 +53,29 @@ def fine_tune_config(cfg: CurveConfig, model: str, n: int, seed: int, run_dir: P
                    baseline=False)
 
 
+def _same_settings(cfg: CurveConfig, path: Path) -> None:
+    """Write the settings every run of the curve shares, or refuse a rerun with others: the runs already done
+    would be averaged with runs of another kind. The points (sizes, seeds, models) may change."""
+    settings = json.loads(json.dumps({"finetune": to_dict(cfg.finetune), "min_steps": cfg.min_steps,
+                                      "scratch_lr": cfg.scratch_lr}))
+    for volatile in ("progress", "tensorboard", "resume"):  # how a run shows itself, not what it learns
+        settings["finetune"]["train"].pop(volatile, None)
+    if path.exists():
+        before = json.loads(path.read_text(encoding="utf-8"))
+        changed = sorted(_diff(before, settings))
+        if changed:
+            raise ValueError(f"{path.parent} holds a curve made with other settings ({', '.join(changed)}); "
+                             "use another --out, or delete it to start again")
+        return
+    write_json(path, settings)
+
+
+def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [d for k in sorted(set(a) | set(b)) for d in _diff(a.get(k), b.get(k), f"{prefix}{k}.")]
+    return [prefix.rstrip(".")] if a != b else []
+
+
 def _mean_std(values: list[float]) -> dict[str, Any]:
     return {"values": values, "mean": statistics.fmean(values),
             "std": statistics.stdev(values) if len(values) > 1 else 0.0}
@@ -63,14 +87,18 @@ def run_curve(cfg: CurveConfig) -> dict[str, Any]:
                          "scratch takes its architecture and tokenizer)")
     task = task_class(cfg.finetune.task)
     metric = curve_metric(task, cfg.finetune.metric)
+    if metric not in task.summary_metrics:
+        raise ValueError(f"--metric {metric}: a {cfg.finetune.task} test report gives "
+                         f"{', '.join(task.summary_metrics)}")
     splits, files = load_splits(cfg.finetune)
     if "test" not in splits:
         raise ValueError(f"{cfg.finetune.data}: a learning curve scores every model on a test split; none found")
-    sizes = [_size(s, len(splits["train"])) for s in cfg.sizes]
+    sizes = list(dict.fromkeys(_size(s, len(splits["train"])) for s in cfg.sizes))  # "all" may equal a number
     seeds = [int(s) for s in cfg.seeds]
-    out = Path(cfg.finetune.out)
+    out = Path(cfg.out)
     runs = out / "runs"
     runs.mkdir(parents=True, exist_ok=True)
+    _same_settings(cfg, out / "curve_settings.json")
     scores: dict[str, dict[int, list[float]]] = {m: {n: [] for n in sizes} for m in cfg.models}
     names = {"pretrained": "pretrained + fine-tuned", "scratch": "from scratch", "baseline": "classic baseline"}
     total, done = len(sizes) * len(seeds) * len(cfg.models), 0

@@ -32,6 +32,7 @@ from lmcraft.config import TrainConfig
 SPIKE_FACTOR = 2.0  # a window of logged train losses whose mean is this many times the lowest before it
 SPIKE_GIVEN_BACK = 0.5  # ... and gives back this share of the fall from the first window to the lowest
 SPIKE_WINDOW = 3  # logged losses in a window at least (a tenth of them when there are more than 30)
+SPIKE_WINDOW_MAX = 20  # and at most: a blow-up at the end of a long run is not averaged away
 NO_LEARNING_DROP = 0.05  # a train loss that fell by less than this share of its first value did not learn
 TREND_DROP = 0.02  # the train loss of the last third still falling by this share: the run was not done
 IMBALANCE_RATIO = 3.0  # the largest label this many times the smallest is imbalanced
@@ -95,7 +96,7 @@ def check_divergence(records: Sequence[dict[str, Any]], c: Checkup) -> Finding |
                        float(len(skipped)), advice, lower)
     # One logged loss is one batch's, noisy late in training (0.1 then 0.6 is common), so a spike is a
     # window of logged losses whose mean rises to SPIKE_FACTOR x the lowest window mean before it.
-    width = max(SPIKE_WINDOW, len(losses) // 10)
+    width = min(max(SPIKE_WINDOW, len(losses) // 10), SPIKE_WINDOW_MAX)
     means = [sum(loss for _, loss in losses[k:k + width]) / width for k in range(len(losses) - width + 1)]
     # Near zero a ratio means little (0.05 to 0.12 is no divergence): the rise must also give back at least
     # SPIKE_GIVEN_BACK of what the run had learned since its first window.

@@ -98,7 +98,7 @@ class LoopState:
 
 
 UNBOUNDED = 2**62  # the step count of a run that a time budget ends
-BUDGET_TAIL = 0.05  # share of a stage's time budget kept for what follows training (test, saving)
+BUDGET_TAIL = 0.05  # share of a stage's time budget kept for the saving after training (the test: evals_after)
 
 
 def total_steps(cfg: TrainConfig, n_examples: int, world: int = 1) -> int:
