@@ -116,6 +116,8 @@ def test_underfitting_asks_to_train_longer() -> None:
     assert set(found) == {"underfitting"}
     assert found["underfitting"].value == pytest.approx(0.06)
     assert found["underfitting"].command == "lmcraft finetune ... --epochs 6"
+    budgeted = rules(log(losses, [0.60, 0.65, 0.70, 0.76]), checkup(train=TrainConfig(budget="35m")))
+    assert budgeted["underfitting"].command == "lmcraft finetune ... --budget 70m"  # not --epochs, which it ignores
 
 
 def test_a_small_dev_set_cannot_tell_the_last_evaluations_apart() -> None:

@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lmcraft.config import TrainConfig
+from lmcraft.config import TrainConfig, budget_seconds
 
 SPIKE_FACTOR = 2.0  # a window of logged train losses whose mean is this many times the lowest before it
 SPIKE_GIVEN_BACK = 0.5  # ... and gives back this share of the fall from the first window to the lowest
@@ -158,7 +158,12 @@ def check_underfitting(records: Sequence[dict[str, Any]], c: Checkup) -> Finding
     if not (last_best and falling and falling >= TREND_DROP):
         return None
     gain = abs(dev[-1][1] - dev[-2][1])
-    length = f"--max-steps {c.train.max_steps * 2}" if c.train.max_steps > 0 else f"--epochs {c.train.epochs * 2:g}"
+    if c.train.budget:  # a budgeted run's length is its time: --epochs would be ignored
+        length = f"--budget {budget_seconds(c.train.budget) * 2 / 60:g}m"
+    elif c.train.max_steps > 0:
+        length = f"--max-steps {c.train.max_steps * 2}"
+    else:
+        length = f"--epochs {c.train.epochs * 2:g}"
     return Finding("underfitting", f"still improving at the end: dev {c.metric} best at the last evaluation",
                    f"dev {c.metric} gain at the last evaluation", gain,
                    f"train longer (the train loss fell {falling:.0%} over the last third)",
