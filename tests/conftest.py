@@ -26,6 +26,16 @@ def sentiment_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_data(sentiment_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """40 train, 20 dev and 20 test reviews: the first lines of each split, for runs of a few steps."""
+    out = tmp_path_factory.mktemp("tiny-sentiment")
+    for split, n in (("train", 40), ("dev", 20), ("test", 20)):
+        lines = (sentiment_dir / f"{split}.jsonl").read_text(encoding="utf-8").splitlines()[:n]
+        (out / f"{split}.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return out
+
+
+@pytest.fixture(scope="session")
 def peoples_daily(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("data") / "peoples-daily-1998"
     prepare("peoples-daily-1998", out)

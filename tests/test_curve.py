@@ -17,15 +17,6 @@ from lmcraft.stage_options import FinetuneConfig
 
 
 @pytest.fixture(scope="module")
-def tiny_data(sentiment_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("curve-sentiment")
-    for split, n in (("train", 40), ("dev", 20), ("test", 20)):
-        lines = (sentiment_dir / f"{split}.jsonl").read_text(encoding="utf-8").splitlines()[:n]
-        (out / f"{split}.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return out
-
-
-@pytest.fixture(scope="module")
 def tiny_model(tiny_data: Path, zh_tokenizer_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny model directory to start from (trained a few steps; the curve only needs its weights to load)."""
     out = tmp_path_factory.mktemp("curve-init")

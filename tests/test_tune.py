@@ -28,15 +28,6 @@ from lmcraft.tune.study import STUDY, open_study, prune_hook
 SRC = Path(__file__).resolve().parents[1] / "src"
 
 
-@pytest.fixture(scope="module")
-def tiny_data(sentiment_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("tiny-sentiment")
-    for split, n in (("train", 40), ("dev", 20), ("test", 20)):
-        lines = (sentiment_dir / f"{split}.jsonl").read_text(encoding="utf-8").splitlines()[:n]
-        (out / f"{split}.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return out
-
-
 def tune_args(data: Path, tokenizer: Path, out: Path, *extra: str) -> list[str]:
     return ["tune", "--task", "classify", "--data", str(data), "--tokenizer", str(tokenizer), "--size", "tiny",
             "--max-len", "32", "--max-steps", "4", "--eval-every", "2", "--batch-size", "8", "--budget", "5m",
