@@ -60,7 +60,7 @@ class EncoderHead(nn.Module):
             return logits, logits.softmax(-1)
         hidden = self.model(input_ids, attention_mask, token_type_ids)  # (B, T, D)
         if self.kind == "tag":
-            return (self.model.heads[self.head](hidden).float(),)  # (B, T, C)
+            return (self.model.heads[self.head](hidden, input_ids).float(),)  # (B, T, C)
         if self.kind == "span":
             start, end = self.model.heads[self.head](hidden)  # (B, T) each
             return start.float(), end.float()
