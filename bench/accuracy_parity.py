@@ -64,7 +64,7 @@ def run(path: str, data_dir: str, tokenizer_file: str, seed: int, epochs: float,
         Unpadded.WORTH_IT = 0.0  # compute the padding too
         store_linear_weights(model, transposed=False)  # weights in plain row-major order
         loop.build_optimizer = lambda m, *, lr, weight_decay: torch.optim.AdamW(  # type: ignore[assignment]
-            param_groups(m, weight_decay, lr), lr=lr, foreach=False)
+            param_groups(m, weight_decay), lr=lr, foreach=False)
     if window:
         loop.epoch_batches = functools.partial(loop.epoch_batches, bucket_batches=window)  # type: ignore[assignment]
     train_cfg = TrainConfig(lr=1e-3, batch_size=32, epochs=epochs, eval_every=10**6, patience=0, progress=False,

@@ -88,11 +88,11 @@ def test_classifier_gives_lmcrafts_probabilities(pooling: str, zh_tokenizer: Tex
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("crf", "bigrams"), [(False, 0), (True, 0), (True, 5000)], ids=["softmax", "crf", "bigrams"])
-def test_tagger_gives_lmcrafts_emissions(crf: bool, bigrams: int, zh_tokenizer: TextTokenizer, peoples_daily: Path,
+@pytest.mark.parametrize(("crf", "ngrams"), [(False, 0), (True, 0), (True, 5000)], ids=["softmax", "crf", "ngrams"])
+def test_tagger_gives_lmcrafts_emissions(crf: bool, ngrams: int, zh_tokenizer: TextTokenizer, peoples_daily: Path,
                                          tmp_path: Path) -> None:
     spec = {"kind": "tag", "task": "tag", "n_labels": 3, "labels": ["O", "B-LOC", "I-LOC"], "crf": crf,
-            "bigrams": bigrams}
+            "ngrams": ngrams}
     model_dir = tiny_model(zh_tokenizer, {"tag": spec}, tmp_path / "model")
     summary = export_onnx(model_dir, tmp_path / "onnx")
     assert summary["outputs"] == ["emissions"]

@@ -39,7 +39,7 @@ def fine_tune(plain: bool, tokenizer: TextTokenizer, splits: dict[str, list], tm
         monkeypatch.setattr(Unpadded, "WORTH_IT", 0.0)  # compute the padding too
         store_linear_weights(model, transposed=False)  # weights in plain row-major order
         monkeypatch.setattr(loop, "build_optimizer", lambda m, *, lr, weight_decay: torch.optim.AdamW(
-            param_groups(m, weight_decay, lr), lr=lr, foreach=False))
+            param_groups(m, weight_decay), lr=lr, foreach=False))
     attention = sdpa_kernel(SDPBackend.MATH) if plain else nullcontext()
     with attention:
         loop.train(model, task, train_items, test_items[:64],

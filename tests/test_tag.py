@@ -230,33 +230,37 @@ def test_metrics_equal_seqeval(zh_tokenizer: TextTokenizer) -> None:
     assert got["f1"] == pytest.approx(f1_score(gold, predicted))
 
 
-def bigram_tagger(vocab_size: int = 100) -> Model:
+def ngram_tagger(vocab_size: int = 100) -> Model:
     torch.manual_seed(0)
     spec = {"kind": "tag", "task": "tag", "n_labels": 3, "labels": ["O", "B-LOC", "I-LOC"], "crf": True,
-            "bigrams": 1000}
+            "ngrams": 1000}
     return Model(tiny_config(vocab_size=vocab_size, d_model=32, d_ff=64, max_len=16), {"tag": spec}).eval()
 
 
-def test_bigram_features_read_the_neighbours_and_nothing_further() -> None:
-    """With the encoder's states held fixed, changing the token at position 3 moves the bigram scores at
-    positions 2, 3 and 4 (the bigrams (x2, x3) and (x3, x4)) and nowhere else."""
-    model = bigram_tagger()
-    ids = torch.tensor([[2, 10, 11, 12, 13, 14, 3]])  # (1, 7)
+def test_ngram_features_read_two_neighbours_each_side_and_nothing_further() -> None:
+    """With the encoder's states held fixed, changing the token at position 4 moves the n-gram scores at
+    positions 2 to 6 (the window of two around it) and nowhere else; a token's own n-grams do not depend on
+    the padding after the sentence."""
+    model = ngram_tagger()
+    ids = torch.tensor([[2, 10, 11, 12, 13, 14, 15, 16, 3]])  # (1, 9)
     changed = ids.clone()
-    changed[0, 3] = 50
+    changed[0, 4] = 50
     with torch.no_grad():
-        hidden = model(ids)  # (1, 7, D)
-        moved = (model.heads["tag"](hidden, ids) - model.heads["tag"](hidden, changed)).abs().sum(-1)[0]  # (7,)
-    assert (moved > 0).tolist() == [False, False, True, True, True, False, False]
+        hidden = model(ids)  # (1, 9, D)
+        moved = (model.heads["tag"](hidden, ids) - model.heads["tag"](hidden, changed)).abs().sum(-1)[0]  # (9,)
+        padded = torch.cat([ids, torch.zeros(1, 3, dtype=torch.long)], 1)  # pad id 0 after [SEP]
+        rows = model.heads["tag"].ngrams.buckets_of(padded)[0, :9]  # (9, K)
+    assert (moved > 0).tolist() == [False, False, True, True, True, True, True, False, False]
+    assert rows.equal(model.heads["tag"].ngrams.buckets_of(ids)[0])  # the edge reads as padding
     with pytest.raises(ValueError, match="input ids"):
         model.heads["tag"](hidden)
 
 
-def test_a_bigram_tagger_saves_loads_and_refuses_transformers_export(zh_tokenizer: TextTokenizer,
-                                                                   tmp_path: Path) -> None:
-    model = bigram_tagger(zh_tokenizer.vocab_size)
+def test_an_ngram_tagger_saves_loads_and_refuses_transformers_export(zh_tokenizer: TextTokenizer,
+                                                                    tmp_path: Path) -> None:
+    model = ngram_tagger(zh_tokenizer.vocab_size)
     with torch.no_grad():
-        model.heads["tag"].bigrams.weight.normal_(std=1.0)
+        model.heads["tag"].ngrams.table.weight.normal_(std=1.0)
     ids = torch.tensor(zh_tokenizer.encode(["中共中央总书记江泽民在北京"], max_len=16))
     save_model_dir(tmp_path / "model", model, zh_tokenizer)
     loaded, _, _ = load_model_dir(tmp_path / "model")
@@ -264,21 +268,21 @@ def test_a_bigram_tagger_saves_loads_and_refuses_transformers_export(zh_tokenize
         want = model.heads["tag"](model(ids), ids)
         got = loaded.heads["tag"](loaded(ids), ids)
     torch.testing.assert_close(got, want)
-    with pytest.raises(ValueError, match="bigrams"):
+    with pytest.raises(ValueError, match="n-grams"):
         export_hf(tmp_path / "model", tmp_path / "hf")
     assert not (tmp_path / "hf").exists()
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("crf", "bigrams", "floor"), [(False, 0, 0.1), (True, 0, 0.1), (True, 2**16, 0.4)],
-                         ids=["softmax", "crf", "crf-bigrams"])
-def test_training_learns_entities(ner_dir: Path, tmp_path: Path, crf: bool, bigrams: int, floor: float) -> None:
+@pytest.mark.parametrize(("crf", "ngrams", "floor"), [(False, 0, 0.1), (True, 0, 0.1), (True, 2**16, 0.4)],
+                         ids=["softmax", "crf", "crf-ngrams"])
+def test_training_learns_entities(ner_dir: Path, tmp_path: Path, crf: bool, ngrams: int, floor: float) -> None:
     """A tiny encoder trained from scratch on 2,000 sentences finds entities, and predict returns spans
-    of the text it was given. With bigram features it finds many more in the same 200 steps."""
+    of the text it was given. With n-gram features it finds many more in the same 200 steps."""
     train_set = read_tagged(ner_dir / "train.jsonl")[:2000]
     dev_set = read_tagged(ner_dir / "dev.jsonl")[:300]
     tokenizer = TextTokenizer(train_tokenizer([ex.text for ex in train_set], kind="wordpiece", vocab_size=2500))
-    task = Tag.for_examples(train_set, tokenizer.pad_id, crf=crf, bigrams=bigrams)
+    task = Tag.for_examples(train_set, tokenizer.pad_id, crf=crf, ngrams=ngrams)
     model = Model(tiny_config(vocab_size=tokenizer.vocab_size, d_model=64, d_ff=128, max_len=128), {})
     model.add_head(task.head, task.head_spec())
     items = task.encode(tokenizer, train_set, 128)
@@ -286,7 +290,7 @@ def test_training_learns_entities(ner_dir: Path, tmp_path: Path, crf: bool, bigr
                    TrainConfig(lr=3e-3, batch_size=32, max_steps=200, eval_every=200, progress=False,
                                tensorboard=False, warmup_ratio=0.1),
                    run_dir=tmp_path, save_best=lambda path, state: None, lengths=[len(it.ids) for it in items])
-    assert result.best_metrics["f1"] > floor, result.best_metrics  # untrained: 0; without bigrams near 0.2
+    assert result.best_metrics["f1"] > floor, result.best_metrics  # untrained: 0; without n-grams near 0.2
     texts = ["中共中央总书记江泽民在北京会见了客人。", "新华社记者报道。"]
     for text, entities in zip(texts, task.entities(model, tokenizer, texts, 128), strict=True):
         for e in entities:

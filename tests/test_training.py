@@ -9,12 +9,12 @@ import pytest
 import torch
 
 from lmcraft.config import TrainConfig
-from lmcraft.model.heads import BIGRAM_LR_SCALE, Model
+from lmcraft.model.heads import Model
 from lmcraft.objectives.mlm import MaskedLM
 from lmcraft.tasks.classify.task import Classify, Encoded
 from lmcraft.train.early_stopping import EarlyStopping
 from lmcraft.train.loop import train
-from lmcraft.train.optim import build_optimizer, build_schedule, param_groups, warmup_linear
+from lmcraft.train.optim import build_optimizer, param_groups, warmup_linear
 from tests.conftest import tiny_config
 
 SPECIAL = [0, 1, 2, 3, 4]
@@ -86,31 +86,13 @@ def test_accumulated_gradients_equal_one_big_batch(kind: str) -> None:
 
 def test_no_weight_decay_on_biases_and_norms() -> None:
     model = Model(tiny_config(), {"classify": {"kind": "classify", "n_labels": 2}})
-    decay, no_decay = param_groups(model, 0.01, 1e-3)
+    decay, no_decay = param_groups(model, 0.01)
     names = {id(p): n for n, p in model.named_parameters()}
     decayed = {names[id(p)] for p in decay["params"]}
     assert decay["weight_decay"] == 0.01 and no_decay["weight_decay"] == 0.0
     assert not any(n.endswith(".bias") or "norm" in n for n in decayed)
     assert "blocks.0.ffn.up.weight" in " ".join(decayed)
     assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
-
-
-def test_a_sparse_feature_table_learns_at_its_own_rate_without_decay() -> None:
-    """A tagger's hashed bigram table (lr_scale) gets a group of its own at that multiple of the peak rate and
-    no weight decay, and the schedule scales it along with the rest."""
-    spec = {"kind": "tag", "n_labels": 3, "labels": ["O", "B-X", "I-X"], "bigrams": 64}
-    model = Model(tiny_config(), {"tag": spec})
-    optimizer = build_optimizer(model, lr=1e-3, weight_decay=0.01)
-    table = model.heads["tag"].bigrams.weight
-    groups = [g for g in optimizer.param_groups if any(p is table for p in g["params"])]
-    assert len(groups) == 1 and len(groups[0]["params"]) == 1
-    assert groups[0]["lr"] == pytest.approx(1e-3 * BIGRAM_LR_SCALE) and groups[0]["weight_decay"] == 0.0
-    schedule = build_schedule(optimizer, warmup=0, total=10)
-    for _ in range(5):
-        optimizer.step()
-        schedule.step()
-    assert groups[0]["lr"] == pytest.approx(0.5e-3 * BIGRAM_LR_SCALE)
-    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.5e-3)
 
 
 def test_warmup_then_linear_decay() -> None:

@@ -135,8 +135,8 @@ def export_state(model: Model, family: str, head: str | None) -> dict:
         kind = "classify_pooled" if pooled_on_its_own(head, spec) else "classify"
         state.update(reverse_rules(head_rules(family, kind, base), ours, cfg))
     elif head in ("tag", "span"):
-        if spec is not None and spec.get("bigrams"):
-            raise ValueError("transformers' token classifiers read no token bigrams; this tagger does (tag.bigrams). "
+        if spec is not None and spec.get("ngrams"):
+            raise ValueError("transformers' token classifiers read no token n-grams; this tagger does (tag.ngrams). "
                              "Export it to ONNX (lmcraft export --to onnx) or keep it as an lmcraft model "
                              "directory")
         if spec is not None and spec.get("crf"):

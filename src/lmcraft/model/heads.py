@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from lmcraft.model.crf import CRF
+from lmcraft.model.ngrams import HashedNgrams
 from lmcraft.model.transformer import Block, Transformer, TransformerConfig, attention_mask, store_linear_weights
 
 
@@ -131,54 +132,33 @@ class ClassificationHead(nn.Module):
         return self.proj(self.dropout(pooled))  # (B, C)
 
 
-BIGRAM_LR_SCALE = 50.0  # a rare bigram's row must move in the few updates it gets; docs/tasks.md measures it
-
-
 class TokenClassificationHead(nn.Module):
     """dropout → linear at every position: one label per token (named-entity tags). With ``crf`` the head
     also holds a CRF's transition scores, which the tagging task uses for its loss and decoding.
 
-    With ``bigrams`` (a number of hash buckets) the head also reads the token bigrams on either side of each
-    position, (x[t-1], x[t]) and (x[t], x[t+1]), from a hashed embedding table of ``bigram_dim`` columns,
-    and adds their linear scores to the encoder's: what the character-bigram features of a feature CRF give
-    it, at the cost of one table lookup. Over characters (Chinese) these are the word fragments that
-    mark names; a small encoder trained for minutes learns them slowly from context alone.
+    With ``ngrams`` (a number of hash buckets) the head also scores the token unigrams and bigrams within
+    two positions of each token (model/ngrams.py) and adds those scores to the encoder's: the features of
+    the classic feature CRF, at the cost of one table lookup.
     """
 
-    def __init__(self, cfg: TransformerConfig, n_labels: int, crf: bool = False, bigrams: int = 0,
-                 bigram_dim: int = 32) -> None:
+    def __init__(self, cfg: TransformerConfig, n_labels: int, crf: bool = False, ngrams: int = 0,
+                 ngram_dim: int = 32) -> None:
         super().__init__()
         self.dropout = nn.Dropout(cfg.dropout)
         self.proj = nn.Linear(cfg.d_model, n_labels)
         nn.init.normal_(self.proj.weight, std=0.02)
         nn.init.zeros_(self.proj.bias)
         self.crf = CRF(n_labels) if crf else None
-        self.vocab_size = cfg.vocab_size
-        self.pad_id = cfg.pad_id
-        self.bigrams = nn.Embedding(bigrams, bigram_dim) if bigrams else None
-        self.bigram_proj = nn.Linear(2 * bigram_dim, n_labels, bias=False) if bigrams else None
-        if self.bigrams is not None:
-            nn.init.normal_(self.bigrams.weight, std=0.02)
-            self.bigrams.weight.lr_scale = BIGRAM_LR_SCALE  # a sparse table: see train/optim.py param_groups
-            nn.init.normal_(self.bigram_proj.weight, std=0.02)
-
-    def bigram_buckets(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """The hash bucket of the bigram that ends at each position, (x[t-1], x[t]): (B, T) -> (B, T + 1),
-        the last column the bigram (x[T-1], pad) that ends past the input."""
-        padding = torch.full_like(input_ids[:, :1], self.pad_id)  # (B, 1)
-        extended = torch.cat([padding, input_ids, padding], 1)  # (B, T + 2)
-        key = extended[:, :-1] * self.vocab_size + extended[:, 1:]  # (B, T + 1), one number per ordered pair
-        return (key * 2654435761) % 2147483647 % self.bigrams.num_embeddings  # Knuth's multiplicative mixing
+        self.ngrams = (HashedNgrams(cfg.vocab_size, cfg.pad_id, ngrams, ngram_dim, n_labels, cfg.dropout)
+                       if ngrams else None)
 
     def forward(self, hidden: torch.Tensor, input_ids: torch.Tensor | None = None) -> torch.Tensor:
         scores = self.proj(self.dropout(hidden))  # (B, T, D) -> (B, T, C)
-        if self.bigrams is None:
+        if self.ngrams is None:
             return scores
         if input_ids is None:
-            raise ValueError("this tagger reads token bigrams: call its head with the input ids too")
-        pairs = self.bigrams(self.bigram_buckets(input_ids))  # (B, T + 1, E)
-        around = torch.cat([pairs[:, :-1], pairs[:, 1:]], -1)  # (B, T, 2E): the bigram ending here, the one after
-        return scores + self.bigram_proj(self.dropout(around)).to(scores.dtype)
+            raise ValueError("this tagger reads token n-grams: call its head with the input ids too")
+        return scores + self.ngrams(input_ids).to(scores.dtype)
 
 
 class RelationHead(nn.Module):
@@ -258,7 +238,7 @@ class Model(nn.Module):
             return LMHead(self.cfg, bool(spec.get("tied", True)))
         if kind == "tag":
             return TokenClassificationHead(self.cfg, int(spec["n_labels"]), bool(spec.get("crf", False)),  # type: ignore[arg-type]
-                                           int(spec.get("bigrams", 0)), int(spec.get("bigram_dim", 32)))  # type: ignore[arg-type]
+                                           int(spec.get("ngrams", 0)), int(spec.get("ngram_dim", 32)))  # type: ignore[arg-type]
         if kind == "span":
             return SpanHead(self.cfg)
         if kind == "relate":

@@ -252,9 +252,9 @@ def _train(
         load_states(model, optimizer, ckpt, sharded)
         schedule.load_state_dict(ckpt.trainer["schedule"])
         if cfg.resume_anyway and schedule.base_lrs[0] != cfg.lr:  # the new peak learning rate from here on
-            schedule.base_lrs = [cfg.lr * group.get("lr_scale", 1.0) for group in optimizer.param_groups]
-            for group, rule, peak in zip(optimizer.param_groups, schedule.lr_lambdas, schedule.base_lrs, strict=True):
-                group["initial_lr"], group["lr"] = peak, peak * rule(schedule.last_epoch)
+            schedule.base_lrs = [cfg.lr] * len(schedule.base_lrs)
+            for group, rule in zip(optimizer.param_groups, schedule.lr_lambdas, strict=True):
+                group["initial_lr"], group["lr"] = cfg.lr, cfg.lr * rule(schedule.last_epoch)
         set_rng_state(ckpt.trainer["rng"][dist.rank], generator)
         stopper = EarlyStopping(**ckpt.state["stopper"])
         st = LoopState(**ckpt.state["loop"])

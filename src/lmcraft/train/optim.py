@@ -9,16 +9,10 @@ import torch
 from torch import nn
 
 
-def param_groups(model: nn.Module, weight_decay: float, lr: float) -> list[dict]:
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     """Decay matrices (Linear and embedding weights); leave biases and LayerNorm gains alone, since
-    shrinking them towards zero is no regulariser (as in BERT).
-
-    A parameter that carries an ``lr_scale`` attribute (a sparse feature table, such as a tagger's hashed
-    bigrams) gets a group of its own at that multiple of the rate and without weight decay: Adam moves
-    every entry by about the learning rate per update, so a row that a rare feature touches a few times an
-    epoch would otherwise barely leave its start, and decay would pull it back between its updates."""
+    shrinking them towards zero is no regulariser (as in BERT)."""
     decay, no_decay = [], []
-    scaled: dict[float, list[nn.Parameter]] = {}
     seen: set[int] = set()
     for module in model.modules():
         for name, p in module.named_parameters(recurse=False):
@@ -26,18 +20,13 @@ def param_groups(model: nn.Module, weight_decay: float, lr: float) -> list[dict]
                 continue
             seen.add(id(p))
             is_norm = isinstance(module, nn.LayerNorm | nn.RMSNorm)
-            if hasattr(p, "lr_scale"):
-                scaled.setdefault(float(p.lr_scale), []).append(p)
-            else:
-                (no_decay if is_norm or name == "bias" or p.ndim < 2 else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0},
-            *({"params": params, "weight_decay": 0.0, "lr": lr * scale, "lr_scale": scale}
-              for scale, params in sorted(scaled.items()))]
+            (no_decay if is_norm or name == "bias" or p.ndim < 2 else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
 def build_optimizer(model: nn.Module, *, lr: float, weight_decay: float) -> torch.optim.AdamW:
     # foreach updates every parameter tensor in a few fused kernels instead of one loop per tensor.
-    return torch.optim.AdamW(param_groups(model, weight_decay, lr), lr=lr, betas=(0.9, 0.999), eps=1e-8,
+    return torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, betas=(0.9, 0.999), eps=1e-8,
                              foreach=True)
 
 

@@ -12,5 +12,6 @@ class TagOptions:
     scheme: str = opt("BIO", "tag: the tag scheme, BIO or BIOES")
     crf: bool = opt(False, "tag: decode with a CRF layer (Viterbi) instead of each word's own best tag")
     label_all: bool = opt(False, "tag: put the loss on every sub-token of a word, not only the first (BIO)")
-    bigrams: int = opt(0, "tag: also read the token bigrams around each position from a hashed table of this many "
-                          "rows (0: off; 262144 suits Chinese characters, see docs/tasks.md)")
+    ngrams: int = opt(0, "tag: also score the token unigrams and bigrams within two positions of each token (the "
+                         "feature CRF's features) from a hashed table of this many rows (0: off; 262144 suits "
+                         "Chinese characters, see docs/tasks.md)")

@@ -64,7 +64,7 @@ class Tag(Task):
     scheme: str = "BIO"
     crf: bool = False
     label_all: bool = False  # also put the loss on a word's later sub-tokens
-    bigrams: int = 0  # hash buckets of the head's token-bigram table; 0: no bigram features
+    ngrams: int = 0  # hash buckets of the head's token n-gram table (model/ngrams.py); 0: no n-gram features
     head: str = "tag"
     metric: str = "f1"  # entity-level micro F1 on dev selects the best checkpoint
     greater_is_better: bool = True
@@ -72,8 +72,8 @@ class Tag(Task):
     def __post_init__(self) -> None:
         if self.scheme not in SCHEMES:
             raise ValueError(f"tag scheme must be one of {', '.join(SCHEMES)}, not {self.scheme!r}")
-        if self.bigrams < 0:
-            raise ValueError(f"tag bigrams is a number of hash buckets (0 for none), not {self.bigrams}")
+        if self.ngrams < 0:
+            raise ValueError(f"tag ngrams is a number of hash buckets (0 for none), not {self.ngrams}")
         if self.label_all and self.scheme != "BIO":
             raise ValueError("label_all (loss on every sub-token) works with the BIO scheme only")
         self.label_ids = {name: i for i, name in enumerate(self.labels)}
@@ -94,7 +94,7 @@ class Tag(Task):
         if metric not in ("", "f1"):
             raise ValueError(f"tagging selects on entity-level 'f1', not {metric!r}")
         task = cls.for_examples(splits["train"], tokenizer.pad_id, scheme=options.scheme, crf=options.crf,
-                                label_all=options.label_all, bigrams=options.bigrams)
+                                label_all=options.label_all, ngrams=options.ngrams)
         if not task.types:
             raise DataError(files["train"], "the training data holds no entities", field="entities")
         for split in ("dev", "test"):
@@ -117,11 +117,11 @@ class Tag(Task):
     @classmethod
     def from_spec(cls, spec: HeadSpec, pad_id: int) -> Tag:
         return cls(list(spec.settings["labels"]), pad_id, scheme=str(spec.settings.get("scheme", "BIO")),
-                   crf=bool(spec.settings.get("crf", False)), bigrams=int(spec.settings.get("bigrams", 0)))
+                   crf=bool(spec.settings.get("crf", False)), ngrams=int(spec.settings.get("ngrams", 0)))
 
     def head_spec(self) -> HeadSpec:
         return HeadSpec("tag", self.name, {"n_labels": len(self.labels), "labels": list(self.labels),
-                                           "scheme": self.scheme, "crf": self.crf, "bigrams": self.bigrams})
+                                           "scheme": self.scheme, "crf": self.crf, "ngrams": self.ngrams})
 
     @property
     def types(self) -> list[str]:
