@@ -13,5 +13,5 @@ class TagOptions:
     crf: bool = opt(False, "tag: decode with a CRF layer (Viterbi) instead of each word's own best tag")
     label_all: bool = opt(False, "tag: put the loss on every sub-token of a word, not only the first (BIO)")
     ngrams: int = opt(0, "tag: also score the token unigrams and bigrams within two positions of each token (the "
-                         "feature CRF's features) from a hashed table of this many rows (0: off; 262144 suits "
-                         "Chinese characters, see docs/tasks.md)")
+                         "feature CRF's features) from a hashed table of this many rows (0: off; 1048576 = 2**20 "
+                         "suits Chinese characters, see docs/tasks.md)")
