@@ -26,9 +26,11 @@ from lmcraft.model.crf import CRF
 from lmcraft.model.export import export_hf
 from lmcraft.model.heads import Model
 from lmcraft.model.io import load_model_dir, save_model_dir
+from lmcraft.model.ngrams import NGRAM_LR
 from lmcraft.tasks.tag.task import IGNORE, Tag
 from lmcraft.tokenizer import TextTokenizer, train_tokenizer
 from lmcraft.train.loop import train
+from lmcraft.train.optim import build_optimizer, build_schedule
 from tests.conftest import tiny_config
 
 ENGLISH_CONLL = """-DOCSTART- O
@@ -234,7 +236,10 @@ def ngram_tagger(vocab_size: int = 100) -> Model:
     torch.manual_seed(0)
     spec = {"kind": "tag", "task": "tag", "n_labels": 3, "labels": ["O", "B-LOC", "I-LOC"], "crf": True,
             "ngrams": 1000}
-    return Model(tiny_config(vocab_size=vocab_size, d_model=32, d_ff=64, max_len=16), {"tag": spec}).eval()
+    model = Model(tiny_config(vocab_size=vocab_size, d_model=32, d_ff=64, max_len=16), {"tag": spec}).eval()
+    with torch.no_grad():
+        model.heads["tag"].ngrams.table.weight.normal_()  # the table starts at zero: give every row a say
+    return model
 
 
 def test_ngram_features_read_two_neighbours_each_side_and_nothing_further() -> None:
@@ -271,6 +276,31 @@ def test_an_ngram_tagger_saves_loads_and_refuses_transformers_export(zh_tokenize
     with pytest.raises(ValueError, match="n-grams"):
         export_hf(tmp_path / "model", tmp_path / "hf")
     assert not (tmp_path / "hf").exists()
+
+
+def test_the_ngram_table_takes_plain_sgd_steps_on_the_schedule_and_the_rest_adamw() -> None:
+    """The table's gradient is sparse; the optimiser moves exactly the rows a batch read, by NGRAM_LR times
+    the schedule's factor times the gradient, and AdamW still trains the encoder."""
+    model = ngram_tagger().train()
+    optimizer = build_optimizer(model, lr=1e-3, weight_decay=0.01)
+    schedule = build_schedule(optimizer, warmup=0, total=4)
+    ids = torch.tensor([[2, 10, 11, 12, 3], [2, 20, 21, 3, 0]])  # (2, 5)
+    table = model.heads["tag"].ngrams.table.weight
+    encoder = model.heads["tag"].proj.weight
+    for step in range(2):
+        before, encoder_before = table.detach().clone(), encoder.detach().clone()
+        optimizer.zero_grad(set_to_none=True)
+        model.heads["tag"](model(ids), ids).square().mean().backward()
+        assert table.grad is not None and table.grad.is_sparse
+        grad = table.grad.to_dense()
+        optimizer.step()
+        schedule.step()
+        factor = 1.0 - step / 4  # the linear decay, read before this step's schedule update
+        torch.testing.assert_close(table.detach(), before - NGRAM_LR * factor * grad)
+        read = model.heads["tag"].ngrams.buckets_of(ids).unique()
+        unread = torch.ones(len(table), dtype=torch.bool).index_fill(0, read, False)
+        assert table.detach()[unread].equal(before[unread]) and not table.detach()[read].equal(before[read])
+        assert not encoder.detach().equal(encoder_before)  # AdamW's step
 
 
 @pytest.mark.slow

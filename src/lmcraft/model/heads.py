@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from lmcraft.model.crf import CRF
-from lmcraft.model.ngrams import HashedNgrams
+from lmcraft.model.ngrams import NGRAM_LR, HashedNgrams
 from lmcraft.model.transformer import Block, Transformer, TransformerConfig, attention_mask, store_linear_weights
 
 
@@ -142,14 +142,14 @@ class TokenClassificationHead(nn.Module):
     """
 
     def __init__(self, cfg: TransformerConfig, n_labels: int, crf: bool = False, ngrams: int = 0,
-                 ngram_dim: int = 32) -> None:
+                 ngram_lr: float = NGRAM_LR) -> None:
         super().__init__()
         self.dropout = nn.Dropout(cfg.dropout)
         self.proj = nn.Linear(cfg.d_model, n_labels)
         nn.init.normal_(self.proj.weight, std=0.02)
         nn.init.zeros_(self.proj.bias)
         self.crf = CRF(n_labels) if crf else None
-        self.ngrams = (HashedNgrams(cfg.vocab_size, cfg.pad_id, ngrams, ngram_dim, n_labels, cfg.dropout)
+        self.ngrams = (HashedNgrams(cfg.vocab_size, cfg.pad_id, ngrams, n_labels, ngram_lr)
                        if ngrams else None)
 
     def forward(self, hidden: torch.Tensor, input_ids: torch.Tensor | None = None) -> torch.Tensor:
@@ -238,7 +238,7 @@ class Model(nn.Module):
             return LMHead(self.cfg, bool(spec.get("tied", True)))
         if kind == "tag":
             return TokenClassificationHead(self.cfg, int(spec["n_labels"]), bool(spec.get("crf", False)),  # type: ignore[arg-type]
-                                           int(spec.get("ngrams", 0)), int(spec.get("ngram_dim", 32)))  # type: ignore[arg-type]
+                                           int(spec.get("ngrams", 0)), float(spec.get("ngram_lr", NGRAM_LR)))  # type: ignore[arg-type]
         if kind == "span":
             return SpanHead(self.cfg)
         if kind == "relate":

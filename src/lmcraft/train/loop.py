@@ -363,7 +363,10 @@ def _train(
         loss_value = dist.sum([local_loss])[0] / dist.world
         grad_norm = math.nan
         if math.isfinite(loss_value):  # clip (or, with clip 0, multiply by 1): NaN gradients must not step
-            norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip if cfg.clip > 0 else math.inf)
+            # sparse feature tables (SGD, train/optim.py) are left out: a linear table needs no clipping, and
+            # its large gradient would shrink the encoder's
+            dense = [p for p in model.parameters() if p.grad is None or not p.grad.is_sparse]
+            norm = torch.nn.utils.clip_grad_norm_(dense, cfg.clip if cfg.clip > 0 else math.inf)
             grad_norm = float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)  # DTensor under FSDP
         if not math.isfinite(grad_norm):
             optimizer.zero_grad(set_to_none=True)

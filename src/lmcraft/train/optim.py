@@ -1,9 +1,10 @@
-"""AdamW with no weight decay on biases and norms, and the linear warmup-then-decay schedule, counted in steps
-or, for a run with a time budget, in seconds."""
+"""AdamW with no weight decay on biases and norms (plain SGD for sparse feature tables), and the linear
+warmup-then-decay schedule, counted in steps or, for a run with a time budget, in seconds."""
 
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import torch
 from torch import nn
@@ -11,23 +12,46 @@ from torch import nn
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     """Decay matrices (Linear and embedding weights); leave biases and LayerNorm gains alone, since
-    shrinking them towards zero is no regulariser (as in BERT)."""
+    shrinking them towards zero is no regulariser (as in BERT). A parameter that carries an ``sgd_lr``
+    attribute (a sparse feature table, model/ngrams.py) gets a group of its own, trained by plain SGD."""
     decay, no_decay = [], []
+    sgd: list[dict] = []
     seen: set[int] = set()
     for module in model.modules():
         for name, p in module.named_parameters(recurse=False):
             if not p.requires_grad or id(p) in seen:
                 continue
             seen.add(id(p))
+            if hasattr(p, "sgd_lr"):
+                sgd.append({"params": [p], "weight_decay": 0.0, "sgd_lr": float(p.sgd_lr)})
+                continue
             is_norm = isinstance(module, nn.LayerNorm | nn.RMSNorm)
             (no_decay if is_norm or name == "bias" or p.ndim < 2 else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}, *sgd]
+
+
+class AdamWAndSGD(torch.optim.AdamW):
+    """AdamW, except for the parameter groups with an ``sgd_lr``: those take a plain SGD step,
+    ``p -= sgd_lr * (lr / initial_lr) * grad``, so they follow the same schedule as the rest. Their gradients
+    may be sparse (AdamW takes none). One optimiser, so checkpoints, resumption and the schedule stay as they
+    are; SGD keeps no state."""
+
+    @torch.no_grad()
+    def step(self, closure: Any = None) -> Any:
+        for group in self.param_groups:
+            if "sgd_lr" not in group:
+                continue
+            rate = group["sgd_lr"] * (group["lr"] / group["initial_lr"] if group.get("initial_lr") else 1.0)
+            for p in group["params"]:
+                if p.grad is not None:
+                    p.add_(p.grad, alpha=-rate)
+                    p.grad = None  # done: AdamW's step below skips a parameter without a gradient
+        return super().step(closure)
 
 
 def build_optimizer(model: nn.Module, *, lr: float, weight_decay: float) -> torch.optim.AdamW:
     # foreach updates every parameter tensor in a few fused kernels instead of one loop per tensor.
-    return torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, betas=(0.9, 0.999), eps=1e-8,
-                             foreach=True)
+    return AdamWAndSGD(param_groups(model, weight_decay), lr=lr, betas=(0.9, 0.999), eps=1e-8, foreach=True)
 
 
 def warmup_linear(step: int, *, warmup: int, total: int) -> float:

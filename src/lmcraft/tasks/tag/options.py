@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from lmcraft.config import opt
+from lmcraft.model.ngrams import NGRAM_LR
 
 
 @dataclass
@@ -13,5 +14,8 @@ class TagOptions:
     crf: bool = opt(False, "tag: decode with a CRF layer (Viterbi) instead of each word's own best tag")
     label_all: bool = opt(False, "tag: put the loss on every sub-token of a word, not only the first (BIO)")
     ngrams: int = opt(0, "tag: also score the token unigrams and bigrams within two positions of each token (the "
-                         "feature CRF's features) from a hashed table of this many rows (0: off; 1048576 = 2**20 "
-                         "suits Chinese characters, see docs/tasks.md)")
+                         "feature CRF's features, one weight per feature and tag, trained by SGD) from a hashed "
+                         "table of this many rows (0: off; 1048576 = 2**20 suits Chinese characters, see "
+                         "docs/tasks.md)")
+    ngram_lr: float = opt(NGRAM_LR, "tag: the SGD learning rate of the n-gram table, which follows the run's "
+                                    "schedule (the rest trains by AdamW at --lr)")

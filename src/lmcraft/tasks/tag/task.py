@@ -28,6 +28,7 @@ from lmcraft.data.ner import SCHEMES, TaggedExample, label_set, read_tagged, spa
 from lmcraft.data.readers import Fields
 from lmcraft.metrics.entities import precision_recall_f1
 from lmcraft.model.heads import Model
+from lmcraft.model.ngrams import NGRAM_LR
 from lmcraft.tasks.contract import HeadSpec, Splits, Task, labelled_text, streaming_metrics
 from lmcraft.tasks.tag.options import TagOptions
 from lmcraft.tokenizer import TextTokenizer
@@ -65,6 +66,7 @@ class Tag(Task):
     crf: bool = False
     label_all: bool = False  # also put the loss on a word's later sub-tokens
     ngrams: int = 0  # hash buckets of the head's token n-gram table (model/ngrams.py); 0: no n-gram features
+    ngram_lr: float = NGRAM_LR  # the table's SGD learning rate (train/optim.py)
     head: str = "tag"
     metric: str = "f1"  # entity-level micro F1 on dev selects the best checkpoint
     greater_is_better: bool = True
@@ -74,6 +76,8 @@ class Tag(Task):
             raise ValueError(f"tag scheme must be one of {', '.join(SCHEMES)}, not {self.scheme!r}")
         if self.ngrams < 0:
             raise ValueError(f"tag ngrams is a number of hash buckets (0 for none), not {self.ngrams}")
+        if self.ngram_lr <= 0:
+            raise ValueError(f"tag ngram_lr is the n-gram table's SGD learning rate, > 0, not {self.ngram_lr}")
         if self.label_all and self.scheme != "BIO":
             raise ValueError("label_all (loss on every sub-token) works with the BIO scheme only")
         self.label_ids = {name: i for i, name in enumerate(self.labels)}
@@ -94,7 +98,8 @@ class Tag(Task):
         if metric not in ("", "f1"):
             raise ValueError(f"tagging selects on entity-level 'f1', not {metric!r}")
         task = cls.for_examples(splits["train"], tokenizer.pad_id, scheme=options.scheme, crf=options.crf,
-                                label_all=options.label_all, ngrams=options.ngrams)
+                                label_all=options.label_all, ngrams=options.ngrams,
+                                ngram_lr=options.ngram_lr)
         if not task.types:
             raise DataError(files["train"], "the training data holds no entities", field="entities")
         for split in ("dev", "test"):
@@ -117,11 +122,13 @@ class Tag(Task):
     @classmethod
     def from_spec(cls, spec: HeadSpec, pad_id: int) -> Tag:
         return cls(list(spec.settings["labels"]), pad_id, scheme=str(spec.settings.get("scheme", "BIO")),
-                   crf=bool(spec.settings.get("crf", False)), ngrams=int(spec.settings.get("ngrams", 0)))
+                   crf=bool(spec.settings.get("crf", False)), ngrams=int(spec.settings.get("ngrams", 0)),
+                   ngram_lr=float(spec.settings.get("ngram_lr", NGRAM_LR)))
 
     def head_spec(self) -> HeadSpec:
         return HeadSpec("tag", self.name, {"n_labels": len(self.labels), "labels": list(self.labels),
-                                           "scheme": self.scheme, "crf": self.crf, "ngrams": self.ngrams})
+                                           "scheme": self.scheme, "crf": self.crf, "ngrams": self.ngrams,
+                                           "ngram_lr": self.ngram_lr})
 
     @property
     def types(self) -> list[str]:
