@@ -278,6 +278,13 @@ def test_an_ngram_tagger_saves_loads_and_refuses_transformers_export(zh_tokenize
     assert not (tmp_path / "hf").exists()
 
 
+def test_an_ngram_head_of_the_older_layout_is_refused_with_a_message() -> None:
+    spec = {"kind": "tag", "task": "tag", "n_labels": 3, "labels": ["O", "B-LOC", "I-LOC"], "crf": True,
+            "ngrams": 1000, "ngram_dim": 32}
+    with pytest.raises(ValueError, match=r"older lmcraft.*fine-tune it again"):
+        Model(tiny_config(vocab_size=100, d_model=32, d_ff=64, max_len=16), {"tag": spec})
+
+
 def test_the_ngram_table_takes_plain_sgd_steps_on_the_schedule_and_the_rest_adamw() -> None:
     """The table's gradient is sparse; the optimiser moves exactly the rows a batch read, by NGRAM_LR times
     the schedule's factor times the gradient, and AdamW still trains the encoder."""

@@ -43,7 +43,8 @@ class TrainConfig:
     max_steps: int = opt(0, "optimiser steps to take; 0 means use --epochs")
     epochs: float = opt(3.0, "passes over the training data, when --max-steps is 0")
     warmup_ratio: float = opt(0.06, "share of the steps over which the learning rate rises linearly from 0")
-    clip: float = opt(1.0, "clip the gradient norm to this; 0 turns clipping off")
+    clip: float = opt(1.0, "clip the gradient norm to this (sparse feature tables, which train by SGD, are "
+                           "left out); 0 turns clipping off")
     eval_every: int = opt(200, "evaluate on the dev set every this many steps (and at the end)")
     eval_batch_size: int = opt(128, "examples per evaluation batch")
     patience: int = opt(3, "stop after this many evaluations without a better dev metric; 0 never stops")

@@ -237,6 +237,9 @@ class Model(nn.Module):
         if kind == "lm":
             return LMHead(self.cfg, bool(spec.get("tied", True)))
         if kind == "tag":
+            if "ngram_dim" in spec:
+                raise ValueError("this tagger's n-gram head was saved by an older lmcraft (vectors of ngram_dim "
+                                 "columns); the head now holds one weight per n-gram and tag: fine-tune it again")
             return TokenClassificationHead(self.cfg, int(spec["n_labels"]), bool(spec.get("crf", False)),  # type: ignore[arg-type]
                                            int(spec.get("ngrams", 0)), float(spec.get("ngram_lr", NGRAM_LR)))  # type: ignore[arg-type]
         if kind == "span":

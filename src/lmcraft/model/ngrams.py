@@ -50,7 +50,7 @@ class HashedNgrams(nn.Module):
         self.pad_id = pad_id
         self.table = nn.Embedding(buckets, n_out, sparse=True)
         nn.init.zeros_(self.table.weight)  # a linear model: every feature starts with no say
-        self.table.weight.sgd_lr = sgd_lr  # type: ignore[attr-defined]  # read by train/optim.py
+        self.table.sgd_lr = sgd_lr  # type: ignore[assignment]  # read by train/optim.py
 
     def buckets_of(self, input_ids: torch.Tensor) -> torch.Tensor:
         """The table row of each template's n-gram at each position: (B, T) -> (B, T, K)."""

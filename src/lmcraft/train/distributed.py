@@ -84,6 +84,11 @@ class Distributed:
         module = TaskModule(model, task)
         if not self.active:
             return module
+        sparse = [name for name, m in model.named_modules() if isinstance(m, nn.Embedding) and m.sparse]
+        if sparse and (self.mode == "fsdp" or dist.get_backend() == "nccl"):
+            raise ValueError(f"{sparse[0]} has sparse gradients (a tagger's n-gram table, --ngrams), which "
+                             f"{'FSDP cannot shard' if self.mode == 'fsdp' else 'NCCL cannot all-reduce'}; train it "
+                             "on one process, or with DDP over gloo on CPUs")
         if self.mode == "fsdp":
             from torch.distributed.fsdp import fully_shard
 

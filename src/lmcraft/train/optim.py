@@ -12,18 +12,20 @@ from torch import nn
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     """Decay matrices (Linear and embedding weights); leave biases and LayerNorm gains alone, since
-    shrinking them towards zero is no regulariser (as in BERT). A parameter that carries an ``sgd_lr``
-    attribute (a sparse feature table, model/ngrams.py) gets a group of its own, trained by plain SGD."""
+    shrinking them towards zero is no regulariser (as in BERT). The parameters of a module that carries an
+    ``sgd_lr`` attribute (a sparse feature table, model/ngrams.py) get a group of their own, trained by plain
+    SGD without decay."""
     decay, no_decay = [], []
     sgd: list[dict] = []
     seen: set[int] = set()
     for module in model.modules():
+        sgd_lr = getattr(module, "sgd_lr", None)
         for name, p in module.named_parameters(recurse=False):
             if not p.requires_grad or id(p) in seen:
                 continue
             seen.add(id(p))
-            if hasattr(p, "sgd_lr"):
-                sgd.append({"params": [p], "weight_decay": 0.0, "sgd_lr": float(p.sgd_lr)})
+            if sgd_lr is not None:
+                sgd.append({"params": [p], "weight_decay": 0.0, "sgd_lr": float(sgd_lr)})
                 continue
             is_norm = isinstance(module, nn.LayerNorm | nn.RMSNorm)
             (no_decay if is_norm or name == "bias" or p.ndim < 2 else decay).append(p)
@@ -38,15 +40,18 @@ class AdamWAndSGD(torch.optim.AdamW):
 
     @torch.no_grad()
     def step(self, closure: Any = None) -> Any:
+        if closure is not None:
+            raise ValueError("AdamWAndSGD takes no closure: compute the loss and gradients before step()")
         for group in self.param_groups:
             if "sgd_lr" not in group:
                 continue
-            rate = group["sgd_lr"] * (group["lr"] / group["initial_lr"] if group.get("initial_lr") else 1.0)
+            peak = group.get("initial_lr", group["lr"])  # set by the schedule; the peak learning rate
+            rate = group["sgd_lr"] * (group["lr"] / peak if peak > 0 else 0.0)
             for p in group["params"]:
                 if p.grad is not None:
                     p.add_(p.grad, alpha=-rate)
                     p.grad = None  # done: AdamW's step below skips a parameter without a gradient
-        return super().step(closure)
+        return super().step()
 
 
 def build_optimizer(model: nn.Module, *, lr: float, weight_decay: float) -> torch.optim.AdamW:

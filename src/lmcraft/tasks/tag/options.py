@@ -18,4 +18,6 @@ class TagOptions:
                          "table of this many rows (0: off; 1048576 = 2**20 suits Chinese characters, see "
                          "docs/tasks.md)")
     ngram_lr: float = opt(NGRAM_LR, "tag: the SGD learning rate of the n-gram table, which follows the run's "
-                                    "schedule (the rest trains by AdamW at --lr)")
+                                    "schedule (the rest trains by AdamW at --lr); tuned for a batch of 32 "
+                                    "sentences: a larger batch averages the loss over more tags, so scale it "
+                                    "up with the batch")
