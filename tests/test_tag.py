@@ -310,6 +310,15 @@ def test_the_ngram_table_takes_plain_sgd_steps_on_the_schedule_and_the_rest_adam
         assert not encoder.detach().equal(encoder_before)  # AdamW's step
 
 
+def test_a_loaded_optimizer_state_keeps_the_models_ngram_rate() -> None:
+    """Resuming with another tag.ngram_lr uses the new rate, not the checkpoint's."""
+    optimizer = build_optimizer(ngram_tagger(), lr=1e-3, weight_decay=0.01)
+    saved = optimizer.state_dict()
+    saved["param_groups"][-1]["sgd_lr"] = 7.0  # the rate a checkpoint was written with
+    optimizer.load_state_dict(saved)
+    assert optimizer.param_groups[-1]["sgd_lr"] == NGRAM_LR
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(("crf", "ngrams", "floor"), [(False, 0, 0.1), (True, 0, 0.1), (True, 2**16, 0.4)],
                          ids=["softmax", "crf", "crf-ngrams"])

@@ -20,7 +20,7 @@ WINDOW: tuple[tuple[int, ...], ...] = ((-2,), (-1,), (0,), (1,), (2,), (-1, 0), 
 REACH = 2  # the farthest offset in WINDOW
 PRIME = 2_147_483_647  # 2**31 - 1, the modulus of the hash
 # The table's SGD learning rate, for a loss averaged over a batch's tags (32 sentences: ~1,200 tags, so one
-# occurrence of an n-gram moves its row by about 0.25). 30 and 1,000 gave dev F1 0.74 and 0.79 where 300 gave
+# occurrence of an n-gram moves its row by at most about 0.25). 30 and 1,000 gave dev F1 0.74 and 0.79 where 300 gave
 # 0.82 (the table alone, 12,000 People's Daily sentences, bench/ner_table_alone.py; docs/tasks.md).
 NGRAM_LR = 300.0
 
@@ -34,10 +34,10 @@ class HashedNgrams(nn.Module):
     features do not depend on how long the others in its batch are.
 
     The table's gradient is sparse (only the rows a batch reads), and the optimiser trains it by plain SGD at
-    ``sgd_lr`` (``train/optim.py``): Adam's per-coordinate step gives an n-gram seen once as large a move as
-    one seen in every batch, so the rare ones soak up the loss and the tagger memorises its training
-    sentences (dev F1 0.805 with Adam and 0.778 with Adagrad against 0.820 with SGD, the table alone and one
-    seed each, bench/ner_table_alone.py; docs/tasks.md).
+    ``sgd_lr`` (``train/optim.py``), which moves a row in proportion to how often its n-gram occurs. Adam
+    gives an n-gram seen once about as large a move as one seen in every batch, which probably lets the rare
+    ones carry too much (dev F1 0.805 with Adam and 0.778 with Adagrad against 0.820 with SGD, the table
+    alone and one seed each, bench/ner_table_alone.py; docs/tasks.md).
     """
 
     def __init__(self, vocab_size: int, pad_id: int, buckets: int, n_out: int, sgd_lr: float) -> None:

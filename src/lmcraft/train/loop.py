@@ -249,11 +249,7 @@ def _train(
                             "move them away to start afresh")
     if ckpt is not None:
         _check_resumable(ckpt, identity, cfg, dist)
-        rates = [group.get("sgd_lr") for group in optimizer.param_groups]
         load_states(model, optimizer, ckpt, sharded)
-        for group, rate in zip(optimizer.param_groups, rates, strict=True):
-            if rate is not None:  # a sparse table's SGD rate is the model's (tag.ngram_lr), not the checkpoint's
-                group["sgd_lr"] = rate
         schedule.load_state_dict(ckpt.trainer["schedule"])
         if cfg.resume_anyway and schedule.base_lrs[0] != cfg.lr:  # the new peak learning rate from here on
             schedule.base_lrs = [cfg.lr] * len(schedule.base_lrs)

@@ -53,6 +53,15 @@ class AdamWAndSGD(torch.optim.AdamW):
                     p.grad = None  # done: AdamW's step below skips a parameter without a gradient
         return super().step()
 
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """A checkpoint's state, except the SGD rates: those stay the model's (a resumed run may change
+        tag.ngram_lr), as the rest of a group's settings stay the checkpoint's."""
+        rates = [group.get("sgd_lr") for group in self.param_groups]
+        super().load_state_dict(state_dict)
+        for group, rate in zip(self.param_groups, rates, strict=True):
+            if rate is not None:
+                group["sgd_lr"] = rate
+
 
 def build_optimizer(model: nn.Module, *, lr: float, weight_decay: float) -> torch.optim.AdamW:
     # foreach updates every parameter tensor in a few fused kernels instead of one loop per tensor.
