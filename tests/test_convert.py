@@ -10,7 +10,7 @@ import torch
 import transformers
 
 from lmcraft.model.export import export_hf
-from lmcraft.model.io import load_model_dir
+from lmcraft.model.io import load_model_dir, save_model_dir
 
 IDS = torch.tensor([[5, 17, 42, 8, 99, 3, 61, 7], [9, 23, 4, 77, 12, 0, 0, 0]])  # second row right-padded
 MASK = torch.tensor([[1] * 8, [1] * 5 + [0] * 3])
@@ -131,3 +131,12 @@ def test_export_loads_in_transformers_with_the_same_outputs(family: str, head: s
         before, after = theirs_logits(hf, ids, MASK), theirs_logits(back, ids, MASK)
     real = MASK.bool() if head != "classify" else slice(None)
     torch.testing.assert_close(after[real], before[real], atol=1e-5, rtol=0)
+
+
+def test_a_translation_model_with_a_memory_refuses_transformers_export(tmp_path: Path) -> None:
+    save_with_vocab(tiny_hf("gpt2", "lm"), tmp_path / "in")
+    model, tokenizer, _ = load_model_dir(tmp_path / "in")
+    model.head_specs["lm"] = {**model.head_specs["lm"], "task": "seq2seq", "memory": [["Open", "打开"]]}
+    save_model_dir(tmp_path / "memory", model, tokenizer)
+    with pytest.raises(ValueError, match="reads a translation memory's target beside each source"):
+        export_hf(tmp_path / "memory", tmp_path / "out")

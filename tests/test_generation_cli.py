@@ -68,6 +68,27 @@ def test_translation_finetune_reports_bleu_next_to_the_baselines(gettext: Path, 
     assert json.loads(capsys.readouterr().out)["source"] == "Open the file"
 
 
+def test_a_translation_memory_model_saves_its_memory_and_predicts_from_it(gettext: Path, tokenizer_dir: Path,
+                                                                          tmp_path: Path,
+                                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "mt-memory"
+    assert main(["finetune", "--task", "seq2seq", "--memory", "--data", str(gettext), "--tokenizer",
+                 str(tokenizer_dir), "--out", str(out), *TRAIN, "--no-baseline"]) == 0
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    assert summary["test"]["n"] == 40 and 0 <= summary["test"]["placeholders_intact"] <= 1
+    records = [json.loads(x) for x in (out / "test_predictions.jsonl").read_text(encoding="utf-8").splitlines()]
+    sources = [r["source"] for _, r in jsonl_records(gettext / "test.jsonl")]
+    assert [r["source"] for r in records] == sources, "the report shows the source, not the memory beside it"
+    train = [[r["source"], r["target"]] for _, r in jsonl_records(gettext / "train.jsonl")]
+    config = json.loads((out / "best" / "config.json").read_text(encoding="utf-8"))
+    assert config["heads"]["lm"]["memory"] == train, "the model directory holds the training pairs"
+    predictor = Predictor(out / "best")
+    assert predictor.task.memory is not None and len(predictor.task.memory.pairs) == 400
+    capsys.readouterr()
+    assert main(["predict", str(out / "best"), "Open the file", "--num-beams", "1"]) == 0
+    assert json.loads(capsys.readouterr().out)["source"] == "Open the file"
+
+
 def test_lora_trains_few_parameters_and_saves_a_merged_model(gettext: Path, tokenizer_dir: Path,
                                                              tmp_path: Path) -> None:
     base = tmp_path / "base"

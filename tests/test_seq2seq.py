@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from tokenizers import Tokenizer
 
 from lmcraft.data.chat import Conversation, Turn
+from lmcraft.data.readers import Fields
 from lmcraft.data.seq2seq import Pair
 from lmcraft.model.beam import beam_decode
 from lmcraft.model.generate import GenerationConfig, generate_ids, left_pad
@@ -22,6 +23,8 @@ from lmcraft.model.vocab import add_special_tokens
 from lmcraft.objectives.mlm import IGNORE
 from lmcraft.tasks.registry import task_from_spec
 from lmcraft.tasks.seq2seq.chat import ROLE_TOKENS, Chat
+from lmcraft.tasks.seq2seq.memory import TranslationMemory
+from lmcraft.tasks.seq2seq.options import GenerationOptions
 from lmcraft.tasks.seq2seq.task import Seq2Seq
 from lmcraft.tokenizer import TextTokenizer, train_tokenizer, without_cjk_spaces
 
@@ -196,6 +199,9 @@ SAVED_SPECS = {  # head specs as config.json held them before the layouts were c
            "max_target_tokens": 12, "num_beams": 2, "length_penalty": 1.0, "no_repeat_ngram": 2},
     "decoder": {"kind": "decoder", "task": "seq2seq", "eos_id": 3, "bos_id": 2, "label_smoothing": 0.1,
                 "max_target_tokens": 12, "num_beams": 2, "length_penalty": 1.0, "no_repeat_ngram": 2, "n_layer": 1},
+    "lm-memory": {"kind": "lm", "tied": True, "task": "seq2seq", "eos_id": 3, "bos_id": 2, "label_smoothing": 0.1,
+                  "max_target_tokens": 12, "num_beams": 2, "length_penalty": 1.0, "no_repeat_ngram": 0,
+                  "memory": [["Open the file", "打开文件"], ["Quit", "退出"]]},
     "chat": {"kind": "lm", "tied": True, "task": "chat", "eos_id": 3, "bos_id": 2, "label_smoothing": 0.1,
              "max_target_tokens": 12, "num_beams": 2, "length_penalty": 1.0, "no_repeat_ngram": 0,
              "role_ids": {"system": 160, "user": 161, "assistant": 162}},
@@ -209,3 +215,31 @@ def test_a_saved_head_spec_rebuilds_its_task_and_the_same_spec(name: str) -> Non
     task = task_from_spec(saved, 0, head)
     assert task.name == saved["task"] and task.head == head and task.strategy.head_kind == saved["kind"]
     assert task.head_spec().to_json() == saved
+
+
+def test_a_translation_memory_is_read_with_the_source_and_saved_with_the_model(tokenizer: TextTokenizer,
+                                                                               tmp_path: Path) -> None:
+    memory = TranslationMemory([(p.source, p.target) for p in PAIRS])
+    task = Seq2Seq(tokenizer.pad_id, tokenizer.sep_id, tokenizer.cls_id, num_beams=1, max_target_tokens=12,
+                   memory=memory)
+    inputs = memory.inputs([p.source for p in PAIRS], [p.target for p in PAIRS])
+    assert inputs[3] == "Could not open the file %s ⇒ 打开文件", "a training pair reads its neighbour's target"
+    assert all(text.split(" ⇒ ")[1] != p.target for p, text in zip(PAIRS, inputs, strict=True)), "never its own"
+    for item, text in zip(task.encode(tokenizer, PAIRS, max_len=64), inputs, strict=True):
+        source = tokenizer.encode([text], max_len=None, special_tokens=False)[0]
+        assert item.ids[: len(source) + 1] == [*source, tokenizer.sep_id], "source and memory, then [SEP]"
+    model = _decoder(tokenizer.vocab_size)
+    task.attach(model, {})
+    save_model_dir(tmp_path / "m", model, tokenizer)
+    loaded, tok, _ = load_model_dir(tmp_path / "m")
+    saved = task_from_spec(loaded.head_specs["lm"], tok.pad_id, "lm")
+    assert saved.memory is not None and saved.memory.pairs == memory.pairs
+    prompt = saved.prompt_ids(tok, ["Open a file"], 64)
+    assert prompt == task.prompt_ids(tokenizer, ["Open a file"], 64)
+    assert prompt[0] == [*tokenizer.encode(["Open a file ⇒ 打开文件"], max_len=None, special_tokens=False)[0],
+                         tokenizer.sep_id], "a new source reads the nearest training target"
+    plain = Seq2Seq(tokenizer.pad_id, tokenizer.sep_id, tokenizer.cls_id)
+    plain.attach(loaded, {})
+    assert "memory" not in loaded.head_specs["lm"], "fine-tuning again without a memory drops the old one"
+    with pytest.raises(ValueError, match="a chat model reads conversations"):
+        Chat.for_data({}, {}, tokenizer, GenerationOptions(memory=True), metric="", fields=Fields())

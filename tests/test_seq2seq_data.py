@@ -21,6 +21,7 @@ from lmcraft.data.seq2seq import Pair, read_pairs
 from lmcraft.metrics.generation import bleu, chrf, generation_report, is_chinese, lcs_length, rouge
 from lmcraft.metrics.placeholders import check_placeholders, placeholders
 from lmcraft.tasks.seq2seq.baseline import baseline_report, lead, translation_memory
+from lmcraft.tasks.seq2seq.memory import TranslationMemory
 
 LOCALE = Path("/usr/share/locale/zh_CN/LC_MESSAGES")
 needs_catalogues = pytest.mark.skipif(not any(LOCALE.glob("*.mo")), reason="no zh_CN gettext catalogues here")
@@ -308,6 +309,21 @@ def test_generation_report() -> None:
     assert 0 < report["bleu"] < 100 and report["rougeL"] > 50  # type: ignore[operator]
     with pytest.raises(ValueError, match="2 hypotheses but 1 references"):
         generation_report(["a", "b"], ["a"])
+
+
+def test_a_translation_memory_takes_an_identical_source_first_and_never_a_pair_its_own_answer() -> None:
+    memory = TranslationMemory([("Open file", "打开文件"), ("Open the file", "打开该文件"), ("Save", "保存")])
+    assert memory.targets_for(["Open file", "Save all"]) == ["打开文件", "保存"]
+    assert memory.targets_for(["Open file"], ["打开文件"]) == ["打开该文件"], "the pair itself is left out"
+    assert memory.targets_for(["Open file"], ["开文件"]) == ["打开文件"], "another target for it is not the pair"
+    assert memory.inputs(["Save all"]) == ["Save all ⇒ 保存"]
+    assert TranslationMemory.from_json(memory.to_json()).pairs == memory.pairs
+    with pytest.raises(ValueError, match=r"list of \[source, target\] string pairs"):
+        TranslationMemory.from_json([["Open file"]])
+    with pytest.raises(ValueError, match="2 sources but 1 targets"):
+        memory.nearest(["a", "b"], ["x"])
+    with pytest.raises(ValueError, match="at least one"):
+        TranslationMemory([])
 
 
 def test_translation_memory_and_lead() -> None:

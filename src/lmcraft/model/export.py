@@ -154,6 +154,10 @@ def export_state(model: Model, family: str, head: str | None) -> dict:
     elif head == "lm":
         if family not in ("gpt2", "llama", "qwen2"):
             raise ValueError(f"a causal-LM head exports only with a decoder, not with {family}")
+        if spec is not None and spec.get("memory"):
+            raise ValueError("this translation model reads a translation memory's target beside each source "
+                             "(seq2seq --memory), which transformers would not supply; keep it as an lmcraft "
+                             "model directory")
         if spec is not None and not spec.get("tied", True):
             state.update(reverse_rules(head_rules(family, "lm_untied", base), ours, cfg))
     if family in ENCODERS and cfg.n_segment == 0:  # transformers always adds a segment embedding

@@ -15,12 +15,10 @@ from __future__ import annotations
 import statistics
 from collections.abc import Sequence
 
-import numpy as np
-from sklearn.feature_extraction.text import TfidfVectorizer
-
 from lmcraft.data.chat import Conversation, chat_pairs
 from lmcraft.data.seq2seq import Pair
 from lmcraft.metrics.generation import generation_report
+from lmcraft.tasks.seq2seq.memory import TranslationMemory
 from lmcraft.text import split_sentences
 
 KINDS = ("translation", "headline", "chat")
@@ -41,26 +39,12 @@ def lead(pairs: Sequence[Pair], n_chars: int) -> list[str]:
 
 
 def translation_memory(train: Sequence[Pair], test: Sequence[Pair], *, batch_size: int = 256) -> list[str]:
-    """For each test source, the target of the most similar training source (exact matches first).
-
-    The similarity matrix is computed ``batch_size`` test rows at a time as a dense block (batch × train),
-    so 4k test sources against 30k training ones stay within a few hundred MB and take seconds.
-    """
+    """For each test source, the target of the most similar training source (exact matches first;
+    ``memory.py``)."""
     if not train:
         raise ValueError("the translation memory needs training pairs")
-    exact: dict[str, str] = {}
-    for p in train:
-        exact.setdefault(p.source, p.target)  # a prompt with several answers: its first one
-    vectorizer = TfidfVectorizer(analyzer="char", ngram_range=(1, 3), sublinear_tf=True, dtype=np.float32)
-    memory = vectorizer.fit_transform([p.source for p in train])  # (n_train, V), rows L2-normalised
-    memory_t = memory.T.tocsr()
-    out: list[str] = []
-    for start in range(0, len(test), batch_size):
-        batch = test[start : start + batch_size]
-        queries = vectorizer.transform([p.source for p in batch])  # (b, V)
-        nearest = np.asarray((queries @ memory_t).toarray().argmax(axis=1)).ravel()  # (b,)
-        out.extend(exact.get(p.source, train[int(k)].target) for p, k in zip(batch, nearest, strict=True))
-    return out
+    memory = TranslationMemory([(p.source, p.target) for p in train])
+    return [memory.pairs[k][1] for k in memory.nearest([p.source for p in test], batch_size=batch_size)]
 
 
 def baseline_report(train: Sequence[Pair] | Sequence[Conversation], test: Sequence[Pair] | Sequence[Conversation],

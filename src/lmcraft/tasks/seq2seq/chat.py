@@ -98,6 +98,9 @@ class Chat(Seq2Seq):
     @classmethod
     def for_data(cls, splits: Splits, files: dict[str, Path], tokenizer: TextTokenizer, options: GenerationOptions,
                  *, metric: str, fields: Fields) -> Seq2Seq:
+        if options.memory:
+            raise ValueError("--memory appends a translation memory's target to a seq2seq source; a chat model reads "
+                             "conversations (use --task seq2seq)")
         roles = ChatTemplate.role_ids_of(tokenizer)
         return cls._with_options(tokenizer, options, metric, layout=DecoderLayout.name, role_ids=roles)
 

@@ -18,3 +18,6 @@ class GenerationOptions:
     length_penalty: float = opt(1.0, "seq2seq/chat: beam scores are divided by length ** this (0: none)")
     no_repeat_ngram: int = opt(0, "seq2seq/chat: beam search never writes the same n-gram twice (0: off; 3 stops "
                                   "the loops small models fall into)")
+    memory: bool = opt(False, "seq2seq: append to each source the target of the most similar training source (a "
+                              "translation memory the model learns to copy from and repair; the training pairs are "
+                              "saved with the model; docs/generation.md)")

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -35,6 +35,7 @@ from lmcraft.model.heads import Model
 from lmcraft.objectives.mlm import IGNORE, MLMMetrics
 from lmcraft.tasks.contract import HeadSpec, Splits, Task, labelled_text
 from lmcraft.tasks.seq2seq.layouts import LAYOUT_OF_HEAD, GenItem, Layout, Search, end_target, layout_class
+from lmcraft.tasks.seq2seq.memory import TranslationMemory
 from lmcraft.tasks.seq2seq.options import GenerationOptions
 from lmcraft.tokenizer import TextTokenizer
 
@@ -68,6 +69,8 @@ class Seq2Seq(Task):
     head: str = ""  # the head it trains: the layout's head kind ("lm" or "decoder")
     metric: str = "loss"
     greater_is_better: bool = False
+    # its nearest target is appended to every source (``memory.py``); not in repr: it holds the training pairs
+    memory: TranslationMemory | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         layout = layout_class(self.layout)
@@ -92,7 +95,8 @@ class Seq2Seq(Task):
     @classmethod
     def for_data(cls, splits: Splits, files: dict[str, Path], tokenizer: TextTokenizer, options: GenerationOptions,
                  *, metric: str, fields: Fields) -> Seq2Seq:
-        return cls._with_options(tokenizer, options, metric, layout=options.layout)
+        memory = TranslationMemory([(p.source, p.target) for p in splits["train"]]) if options.memory else None
+        return cls._with_options(tokenizer, options, metric, layout=options.layout, memory=memory)
 
     @classmethod
     def _with_options(cls, tokenizer: TextTokenizer, options: GenerationOptions, metric: str,
@@ -121,7 +125,8 @@ class Seq2Seq(Task):
         old = model.head_specs.get(self.head)
         if old is not None and old.get("kind") == self.head_spec().kind:
             shape = {k: old[k] for k in ("tied", "n_layer") if k in old}
-            model.head_specs[self.head] = {**old, **self.head_spec().to_json(), **shape}
+            kept = {k: v for k, v in old.items() if k != "memory"}  # the memory is this task's, or none
+            model.head_specs[self.head] = {**kept, **self.head_spec().to_json(), **shape}
         else:
             super().attach(model, pretrained)
 
@@ -151,26 +156,35 @@ class Seq2Seq(Task):
         return {"eos_id": int(s["eos_id"]), "bos_id": int(s["bos_id"]), "layout": LAYOUT_OF_HEAD[spec.kind],
                 "label_smoothing": float(s["label_smoothing"]), "max_target_tokens": int(s["max_target_tokens"]),
                 "num_beams": int(s["num_beams"]), "length_penalty": float(s["length_penalty"]),
-                "no_repeat_ngram": int(s.get("no_repeat_ngram", 0)), "decoder_layers": int(s.get("n_layer", 0))}
+                "no_repeat_ngram": int(s.get("no_repeat_ngram", 0)), "decoder_layers": int(s.get("n_layer", 0)),
+                "memory": TranslationMemory.from_json(s["memory"]) if "memory" in s else None}
 
     def head_spec(self) -> HeadSpec:
         spec: dict[str, Any] = {
             "eos_id": self.eos_id, "bos_id": self.bos_id, "label_smoothing": self.label_smoothing,
             "max_target_tokens": self.max_target_tokens, "num_beams": self.num_beams,
             "length_penalty": self.length_penalty, "no_repeat_ngram": self.no_repeat_ngram, **self.strategy.spec()}
+        if self.memory is not None:
+            spec["memory"] = self.memory.to_json()  # the pairs themselves: a model directory stands alone
         return HeadSpec(self.strategy.head_kind, self.name, spec)
 
     # -- the input format: pairs (``Chat`` overrides these for conversations) ---------------------------------
 
+    def _inputs(self, sources: list[str], targets: list[str] | None = None) -> list[str]:
+        """What the model reads: the sources, each with its memory target when the task has a memory (a
+        training pair, given with its ``targets``, never retrieves itself)."""
+        return sources if self.memory is None else self.memory.inputs(sources, targets)
+
     def encode(self, tokenizer: TextTokenizer, examples: Sequence[Any], max_len: int) -> list[GenItem]:
-        sources = tokenizer.encode([ex.source for ex in examples], max_len=None, special_tokens=False)
+        texts = self._inputs([ex.source for ex in examples], [ex.target for ex in examples])
+        sources = tokenizer.encode(texts, max_len=None, special_tokens=False)
         targets = tokenizer.encode([ex.target for ex in examples], max_len=None, special_tokens=False)
         return [self.strategy.item(src, end_target(tgt, self.max_target_tokens, max_len, self.eos_id), max_len)
                 for src, tgt in zip(sources, targets, strict=True)]
 
     def prompt_ids(self, tokenizer: TextTokenizer, prompts: Sequence[Any], max_len: int) -> list[list[int]]:
         """What generation starts from: each source, cut to leave room for ``max_target_tokens`` new tokens."""
-        rows = tokenizer.encode(list(prompts), max_len=None, special_tokens=False)
+        rows = tokenizer.encode(self._inputs(list(prompts)), max_len=None, special_tokens=False)
         return [self.strategy.prompt(r, max_len, self._prompt_room(max_len)) for r in rows]
 
     def _prompt_room(self, max_len: int) -> int:
