@@ -317,6 +317,10 @@ def test_a_translation_memory_takes_an_identical_source_first_and_never_a_pair_i
     assert memory.targets_for(["Open file"], ["打开文件"]) == ["打开该文件"], "the pair itself is left out"
     assert memory.targets_for(["Open file"], ["开文件"]) == ["打开文件"], "another target for it is not the pair"
     assert memory.inputs(["Save all"]) == ["Save all ⇒ 保存"]
+    variants = TranslationMemory([("Save File", "A"), ("save file", "B"), ("save file", "C")])
+    assert variants.targets_for(["save file"], ["B"]) == ["C"], "the same source with another target comes first"
+    with pytest.raises(ValueError, match="holds nothing but the pair"):
+        TranslationMemory([("abc", "1"), ("abc", "1")]).nearest(["abc"], ["1"])
     assert TranslationMemory.from_json(memory.to_json()).pairs == memory.pairs
     with pytest.raises(ValueError, match=r"list of \[source, target\] string pairs"):
         TranslationMemory.from_json([["Open file"]])

@@ -21,6 +21,8 @@ import scipy.sparse as sp
 from sklearn.feature_extraction.text import TfidfVectorizer
 
 MARK = " ⇒ "  # between a source and the memory's target in a model's input
+# the vectorizer, its (V, n) matrix of the memory's sources, the pairs of each source, where each pair stands
+Index = tuple[TfidfVectorizer, sp.csr_matrix, dict[str, list[int]], dict[tuple[str, str], list[int]]]
 
 
 def with_memory(source: str, memory_target: str) -> str:
@@ -35,17 +37,16 @@ class TranslationMemory:
         if not pairs:
             raise ValueError("a translation memory needs at least one (source, target) pair")
         self.pairs = [(str(s), str(t)) for s, t in pairs]
-        self._index: tuple[TfidfVectorizer, sp.csr_matrix, dict[str, int], dict[tuple[str, str], list[int]]] | None
-        self._index = None
+        self._index: Index | None = None
 
-    def _built(self) -> tuple[TfidfVectorizer, sp.csr_matrix, dict[str, int], dict[tuple[str, str], list[int]]]:
+    def _built(self) -> Index:
         if self._index is None:
             vectorizer = TfidfVectorizer(analyzer="char", ngram_range=(1, 3), sublinear_tf=True, dtype=np.float32)
             memory_t = vectorizer.fit_transform([s for s, _ in self.pairs]).T.tocsr()  # (V, n), columns L2-normed
-            exact: dict[str, int] = {}
-            where: dict[tuple[str, str], list[int]] = {}
+            exact: dict[str, list[int]] = {}  # source -> the pairs that have it, in order
+            where: dict[tuple[str, str], list[int]] = {}  # pair -> where it stands
             for k, pair in enumerate(self.pairs):
-                exact.setdefault(pair[0], k)  # a source with several targets: its first
+                exact.setdefault(pair[0], []).append(k)
                 where.setdefault(pair, []).append(k)
             self._index = (vectorizer, memory_t, exact, where)
         return self._index
@@ -63,13 +64,16 @@ class TranslationMemory:
             chunk = list(sources[start : start + batch_size])
             similarity = (vectorizer.transform(chunk) @ memory_t).toarray()  # (b, n)
             for row, source in enumerate(chunk):
-                own = where.get((source, targets[start + row])) if targets is not None else None
-                k = exact.get(source)
-                if k is not None and (own is None or k not in own):
-                    out.append(k)
+                own = where.get((source, targets[start + row]), []) if targets is not None else []
+                same = [k for k in exact.get(source, []) if k not in own]  # an identical source, not the pair
+                if same:
+                    out.append(same[0])
                     continue
-                if own is not None:
-                    similarity[row, own] = -np.inf
+                if len(own) == len(self.pairs):
+                    raise ValueError(f"the translation memory holds nothing but the pair ({source!r}, "
+                                     f"{targets[start + row]!r}) itself: a pair never retrieves itself, so "
+                                     "the memory needs other pairs")
+                similarity[row, own] = -np.inf
                 out.append(int(similarity[row].argmax()))
         return out
 
