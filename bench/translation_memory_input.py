@@ -9,12 +9,14 @@ model learn when to copy it and where to change it. This benchmark tests the ide
         --size mini --max-len 192 --max-target-tokens 64 --lr 1e-3 --batch-size 32 --budget 48m ...
     python bench/translation_memory_input.py score --data runs/tm/data --predictions runs/tm/mem/test_predictions.jsonl
 
-``write`` copies each split with the source replaced by ``source ⇒ memory target``. The memory is the
-training split, searched as the baseline searches it (cosine of character 1-3-gram TF-IDF); a training pair
+``write`` copies each split with the source replaced by ``source ⇒ memory target``, which is what ``--memory``
+builds inside lmcraft (both call ``TranslationMemory``: the training split, searched by the cosine of
+character 1-3-gram TF-IDF, as the baseline searches it); a training pair
 never retrieves itself, so the model trains on the kind of match it meets at test time (mean similarity
 of the retrieved match: 0.667 in training, 0.663 on test). ``score`` rescores a run's test predictions with
 the original sources, so that "placeholders intact" compares the output with the source and not with the
-retrieved target too. ``hybrid`` asks whether the memory alone should answer when its match is close: it
+retrieved target too, and gives the model's lead in BLEU over the translation memory a paired-bootstrap
+95% interval over the test messages. ``hybrid`` asks whether the memory alone should answer when its match is close: it
 takes the memory's target where the retrieved source's similarity is at least θ and the model's output
 elsewhere, chooses θ by dev BLEU, and scores that choice once on test (predictions from ``lmcraft evaluate
 MODEL dev.jsonl --predictions ...``, and the same for test).
@@ -24,56 +26,45 @@ from __future__ import annotations
 
 import argparse
 import json
+import unicodedata
 from pathlib import Path
 
 import numpy as np
-from sklearn.feature_extraction.text import TfidfVectorizer
 
 from lmcraft.data.readers import write_jsonl
 from lmcraft.data.seq2seq import read_pairs
-from lmcraft.metrics.generation import generation_report
+from lmcraft.metrics.bootstrap import paired_bootstrap, resamples
+from lmcraft.metrics.generation import bleu, generation_report, is_chinese
+from lmcraft.tasks.seq2seq.baseline import translation_memory
+from lmcraft.tasks.seq2seq.memory import MARK, TranslationMemory, with_memory
 
-ARROW = " ⇒ "
 
-
-def write(data: Path, out: Path, batch_size: int = 512) -> None:
-    train = read_pairs(data / "train.jsonl")
-    vectorizer = TfidfVectorizer(analyzer="char", ngram_range=(1, 3), sublinear_tf=True, dtype=np.float32)
-    memory_t = vectorizer.fit_transform([p.source for p in train]).T.tocsr()  # (V, n_train)
+def write(data: Path, out: Path) -> None:
+    memory = TranslationMemory([(p.source, p.target) for p in read_pairs(data / "train.jsonl")])
     out.mkdir(parents=True, exist_ok=True)
     for split in ("train", "dev", "test"):
         pairs = read_pairs(data / f"{split}.jsonl")
-        records, scores = [], []
-        for start in range(0, len(pairs), batch_size):
-            batch = pairs[start : start + batch_size]
-            similarity = (vectorizer.transform([p.source for p in batch]) @ memory_t).toarray()  # (b, n_train)
-            if split == "train":  # leave one out: a training pair does not retrieve itself
-                similarity[np.arange(len(batch)), np.arange(start, start + len(batch))] = -1.0
-            nearest = similarity.argmax(1)
-            for row, (pair, k) in enumerate(zip(batch, nearest, strict=True)):
-                records.append({"source": pair.source + ARROW + train[int(k)].target, "target": pair.target,
-                                "plain_source": pair.source, "similarity": round(float(similarity[row, k]), 4)})
-                scores.append(float(similarity[row, k]))
+        hits = memory.search([p.source for p in pairs], [p.target for p in pairs])  # as --memory's encode asks
+        records = [{"source": with_memory(p.source, memory.pairs[k][1]), "target": p.target, "plain_source": p.source,
+                    "similarity": round(similarity, 4)} for p, (k, similarity) in zip(pairs, hits, strict=True)]
         write_jsonl(out / f"{split}.jsonl", records)
-        print(f"{split}: {len(records):,} pairs, mean similarity of the retrieved match {np.mean(scores):.3f}")
+        mean = np.mean([similarity for _, similarity in hits])
+        print(f"{split}: {len(records):,} pairs, mean similarity of the retrieved match {mean:.3f}")
 
 
-def _retrieved(data: Path, split: str) -> tuple[list[float], list[str]]:
+def _retrieved(memory: TranslationMemory, data: Path, split: str) -> tuple[list[float], list[str]]:
     """The similarity of the nearest training source and its target, for each pair of ``split``."""
-    train = read_pairs(data / "train.jsonl")
-    vectorizer = TfidfVectorizer(analyzer="char", ngram_range=(1, 3), sublinear_tf=True, dtype=np.float32)
-    memory_t = vectorizer.fit_transform([p.source for p in train]).T.tocsr()
-    similarity = (vectorizer.transform([p.source for p in read_pairs(data / f"{split}.jsonl")]) @ memory_t).toarray()
-    nearest = similarity.argmax(1)
-    return similarity[np.arange(len(nearest)), nearest].tolist(), [train[int(k)].target for k in nearest]
+    hits = memory.search([p.source for p in read_pairs(data / f"{split}.jsonl")])
+    return [similarity for _, similarity in hits], [memory.pairs[k][1] for k, _ in hits]
 
 
 def hybrid(data: Path, predictions: dict[str, Path], thresholds: list[float]) -> None:
     chosen: tuple[float, float] | None = None  # (dev BLEU, θ)
     runs = {}
+    train = TranslationMemory([(p.source, p.target) for p in read_pairs(data / "train.jsonl")])
     for split in ("dev", "test"):
         records = [json.loads(line) for line in predictions[split].read_text(encoding="utf-8").splitlines()]
-        similarity, memory = _retrieved(data, split)
+        similarity, memory = _retrieved(train, data, split)
         if len(records) != len(similarity):
             raise SystemExit(f"{predictions[split]}: {len(records)} predictions for {len(similarity)} {split} pairs")
         runs[split] = (records, similarity, memory)
@@ -92,16 +83,31 @@ def hybrid(data: Path, predictions: dict[str, Path], thresholds: list[float]) ->
         f"{k} {v:.4f}" for k, v in report.items() if isinstance(v, float)))
 
 
-def score(data: Path, predictions: Path) -> None:
+def score(data: Path, predictions: Path, n_boot: int) -> None:
     plain = {p.source: p for p in read_pairs(data / "test.jsonl")}
     records = [json.loads(line) for line in predictions.read_text(encoding="utf-8").splitlines()]
-    sources = [r["source"].split(ARROW)[0] for r in records]
+    sources = [r["source"].split(MARK)[0] for r in records]
     missing = [s for s in sources if s not in plain]
     if missing:
         raise SystemExit(f"{len(missing)} predicted sources are not in {data / 'test.jsonl'}, e.g. {missing[0]!r}")
-    report = generation_report([r["output"] for r in records], [r["reference"] for r in records], sources)
+    outputs, references = [r["output"] for r in records], [r["reference"] for r in records]
+    report = generation_report(outputs, references, sources)
     for name, value in report.items():
         print(f"{name:<20} {value:.4f}" if isinstance(value, float) else f"{name:<20} {value}")
+    if n_boot:  # the model's BLEU minus the translation memory's, resampling the test messages
+        baseline = translation_memory(read_pairs(data / "train.jsonl"), [plain[s] for s in sources])
+        chinese = is_chinese(references)
+        texts = [unicodedata.normalize("NFKC", t) for t in [*outputs, *baseline]]  # model 0..n-1, memory n..2n-1
+        gold = [unicodedata.normalize("NFKC", t) for t in references]
+
+        def corpus_bleu(refs: np.ndarray, hyps: np.ndarray) -> float:
+            return bleu([texts[i] for i in hyps], [gold[i] for i in refs], chinese=chinese)
+
+        n = len(outputs)
+        got = paired_bootstrap(corpus_bleu, np.arange(n), np.arange(n), np.arange(n, 2 * n),
+                               draws=resamples(n, n_boot))
+        print(f"BLEU minus the translation memory's: {got['difference']:+.2f}, 95% interval over {n_boot} "
+              f"resamples of the test messages [{got['low']:+.2f}, {got['high']:+.2f}], p = {got['p_value']:.3f}")
 
 
 def main() -> None:
@@ -113,6 +119,8 @@ def main() -> None:
     s = commands.add_parser("score", help="rescore test predictions against the original sources")
     s.add_argument("--data", type=Path, required=True, help="the original (not augmented) data directory")
     s.add_argument("--predictions", type=Path, required=True, help="a run's test_predictions.jsonl")
+    s.add_argument("--bootstrap", type=int, default=200,
+                   help="paired bootstrap resamples of BLEU against the translation memory (0: none)")
     h = commands.add_parser("hybrid", help="the memory's target where its match is at least θ (chosen on dev)")
     h.add_argument("--data", type=Path, required=True, help="the original (not augmented) data directory")
     h.add_argument("--dev-predictions", type=Path, required=True, help="`lmcraft evaluate ... --predictions` on dev")
@@ -122,7 +130,7 @@ def main() -> None:
     if args.command == "write":
         write(args.data, args.out)
     elif args.command == "score":
-        score(args.data, args.predictions)
+        score(args.data, args.predictions, args.bootstrap)
     else:
         hybrid(args.data, {"dev": args.dev_predictions, "test": args.test_predictions}, args.thresholds)
 

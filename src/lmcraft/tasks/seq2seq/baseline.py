@@ -44,7 +44,7 @@ def translation_memory(train: Sequence[Pair], test: Sequence[Pair], *, batch_siz
     if not train:
         raise ValueError("the translation memory needs training pairs")
     memory = TranslationMemory([(p.source, p.target) for p in train])
-    return [memory.pairs[k][1] for k in memory.nearest([p.source for p in test], batch_size=batch_size)]
+    return memory.targets_for([p.source for p in test], batch_size=batch_size)
 
 
 def baseline_report(train: Sequence[Pair] | Sequence[Conversation], test: Sequence[Pair] | Sequence[Conversation],

@@ -31,7 +31,8 @@ def with_memory(source: str, memory_target: str) -> str:
 
 
 class TranslationMemory:
-    """(source, target) pairs and a TF-IDF index of their sources, built on first use (seconds for 30k)."""
+    """(source, target) pairs and a TF-IDF index of their sources, built on first use (2 s for
+    32k pairs on one core)."""
 
     def __init__(self, pairs: Sequence[tuple[str, str]]) -> None:
         if not pairs:
@@ -51,35 +52,39 @@ class TranslationMemory:
             self._index = (vectorizer, memory_t, exact, where)
         return self._index
 
-    def nearest(self, sources: Sequence[str], targets: Sequence[str] | None = None, *,
-                batch_size: int = 256) -> list[int]:
-        """The index of the memory pair nearest each source. With ``targets`` (the queries' own targets),
-        a pair identical to its query is left out. The similarities are computed ``batch_size`` queries at a
-        time as a dense (batch × memory) block: a few hundred MB for 30k pairs."""
+    def search(self, sources: Sequence[str], targets: Sequence[str] | None = None, *,
+               batch_size: int = 256) -> list[tuple[int, float]]:
+        """(index, cosine similarity) of the memory pair nearest each source. With ``targets`` (the queries'
+        own targets), a pair identical to its query is left out. The similarities are computed ``batch_size``
+        queries at a time as a dense (batch × memory) float32 block: 33 MB for 256 queries and 32k pairs."""
         if targets is not None and len(targets) != len(sources):
             raise ValueError(f"{len(sources)} sources but {len(targets)} targets")
         vectorizer, memory_t, exact, where = self._built()
-        out: list[int] = []
+        out: list[tuple[int, float]] = []
         for start in range(0, len(sources), batch_size):
             chunk = list(sources[start : start + batch_size])
             similarity = (vectorizer.transform(chunk) @ memory_t).toarray()  # (b, n)
             for row, source in enumerate(chunk):
                 own = where.get((source, targets[start + row]), []) if targets is not None else []
                 same = [k for k in exact.get(source, []) if k not in own]  # an identical source, not the pair
-                if same:
-                    out.append(same[0])
-                    continue
-                if len(own) == len(self.pairs):
+                if not same and len(own) == len(self.pairs):
                     raise ValueError(f"the translation memory holds nothing but the pair ({source!r}, "
                                      f"{targets[start + row]!r}) itself: a pair never retrieves itself, so "
                                      "the memory needs other pairs")
                 similarity[row, own] = -np.inf
-                out.append(int(similarity[row].argmax()))
+                k = same[0] if same else int(similarity[row].argmax())
+                out.append((k, float(similarity[row, k])))
         return out
 
-    def targets_for(self, sources: Sequence[str], targets: Sequence[str] | None = None) -> list[str]:
-        """The target of the memory pair nearest each source (see ``nearest``)."""
-        return [self.pairs[k][1] for k in self.nearest(sources, targets)]
+    def nearest(self, sources: Sequence[str], targets: Sequence[str] | None = None, *,
+                batch_size: int = 256) -> list[int]:
+        """The index of the memory pair nearest each source (see ``search``)."""
+        return [k for k, _ in self.search(sources, targets, batch_size=batch_size)]
+
+    def targets_for(self, sources: Sequence[str], targets: Sequence[str] | None = None, *,
+                    batch_size: int = 256) -> list[str]:
+        """The target of the memory pair nearest each source (see ``search``)."""
+        return [self.pairs[k][1] for k in self.nearest(sources, targets, batch_size=batch_size)]
 
     def inputs(self, sources: Sequence[str], targets: Sequence[str] | None = None) -> list[str]:
         """Each source with the nearest memory target appended: what a ``--memory`` model reads."""
