@@ -80,7 +80,7 @@ def _seq2seq(vocab: int = 6):
 
 
 def _beam_search(model, source: torch.Tensor, mask: torch.Tensor | None = None, *, bos_id: int,
-                 eos_id: int | None, num_beams: int, max_new_tokens: int) -> list[list[int]]:
+                 eos_id: int | None, num_beams: int, max_new_tokens: int, constraint=None) -> list[list[int]]:
     """Beam search with the decoder head over the backbone's states, as ``tasks/seq2seq.py`` decodes."""
     from lmcraft.model.beam import beam_decode
 
@@ -89,7 +89,7 @@ def _beam_search(model, source: torch.Tensor, mask: torch.Tensor | None = None, 
         memory = model(source, mask)  # (B, S, D)
     start = torch.full((source.shape[0], 1), bos_id, dtype=torch.long)
     return beam_decode(head.decoder, head.logits, start, torch.ones_like(start), eos_id=eos_id, num_beams=num_beams,
-                       max_new_tokens=max_new_tokens, memory=memory, memory_mask=mask)
+                       max_new_tokens=max_new_tokens, memory=memory, memory_mask=mask, constraint=constraint)
 
 
 def _sequence_log_prob(model, source: torch.Tensor, target: list[int], bos: int) -> float:
@@ -116,6 +116,66 @@ def test_beam_search_with_enough_beams_finds_the_best_sequence() -> None:
         scores = [_sequence_log_prob(model, source, [*greedy, t], bos) for t in range(vocab)]
         greedy.append(max(range(vocab), key=scores.__getitem__))
     assert _beam_search(model, source, bos_id=bos, eos_id=None, num_beams=1, max_new_tokens=3) == [greedy]
+
+
+class _NoFourEndsWithFive:
+    """A constraint: token 4 is never written, and a hypothesis may end only once it has written a 5."""
+
+    def may_extend(self, row: int, tokens: list[int]) -> bool:
+        return 4 not in tokens
+
+    def may_end(self, row: int, tokens: list[int]) -> bool:
+        return 5 in tokens
+
+
+def test_constrained_beam_search_with_enough_beams_finds_the_best_allowed_sequence() -> None:
+    """With more beams than there are hypotheses, the search is exhaustive over what the constraint lets go
+    on, and returns the best-scoring one it lets end: ended by the end token (1) after 0-2 tokens, its score
+    divided by its length with the end, or cut at 3 tokens, divided by 3. Left free, this model ends at once,
+    which the constraint refuses (no 5 written)."""
+    import itertools
+
+    model, bos, eos = _seq2seq(), 1, 1
+    source = torch.tensor([[2, 4, 5, 3]])
+    words = (0, 2, 3, 5)  # neither the end token nor the banned 4
+    scored = [(_sequence_log_prob(model, source, [*t, eos], bos) / (n + 1), list(t))
+              for n in range(3) for t in itertools.product(words, repeat=n) if 5 in t]
+    scored += [(_sequence_log_prob(model, source, list(t), bos) / 3, list(t))
+               for t in itertools.product(words, repeat=3) if 5 in t]
+    best = max(scored)[1]
+    free = _beam_search(model, source, bos_id=bos, eos_id=eos, num_beams=216, max_new_tokens=3)
+    assert free == [[]], "the test needs a model whose best output breaks the constraint"
+    found = _beam_search(model, source, bos_id=bos, eos_id=eos, num_beams=216, max_new_tokens=3,
+                         constraint=_NoFourEndsWithFive())
+    assert found == [best]
+
+
+def test_constrained_beam_search_keeps_the_rule_in_a_batch_and_falls_back_when_nothing_may_end() -> None:
+    model = _seq2seq()
+    sources = torch.tensor([[2, 4, 5, 3], [5, 5, 2, 0]])
+    mask = torch.tensor([[1, 1, 1, 1], [1, 1, 1, 0]])
+
+    class NoOneEndsWithFive:  # this model, left alone, writes 1s to the limit
+        def may_extend(self, row: int, tokens: list[int]) -> bool:
+            return 1 not in tokens
+
+        def may_end(self, row: int, tokens: list[int]) -> bool:
+            return 5 in tokens
+
+    out = _beam_search(model, sources, mask, bos_id=1, eos_id=3, num_beams=3, max_new_tokens=12,
+                       constraint=NoOneEndsWithFive())
+    assert all(1 not in seq and 5 in seq for seq in out)
+
+    class Never:  # nothing may end: the search still answers, with the best it has
+        def may_extend(self, row: int, tokens: list[int]) -> bool:
+            return True
+
+        def may_end(self, row: int, tokens: list[int]) -> bool:
+            return False
+
+    free = _beam_search(model, sources, mask, bos_id=1, eos_id=3, num_beams=3, max_new_tokens=12)
+    assert _beam_search(model, sources, mask, bos_id=1, eos_id=3, num_beams=3, max_new_tokens=12,
+                        constraint=Never()) == free
 
 
 def test_beam_search_stops_at_the_end_token_and_batches() -> None:

@@ -23,6 +23,8 @@ from lmcraft.model.vocab import add_special_tokens
 from lmcraft.objectives.mlm import IGNORE
 from lmcraft.tasks.registry import task_from_spec
 from lmcraft.tasks.seq2seq.chat import ROLE_TOKENS, Chat
+from lmcraft.tasks.seq2seq.keep_placeholders import KeepPlaceholders, tokens_that_may_start
+from lmcraft.tasks.seq2seq.layouts import DecoderLayout
 from lmcraft.tasks.seq2seq.memory import TranslationMemory
 from lmcraft.tasks.seq2seq.options import GenerationOptions
 from lmcraft.tasks.seq2seq.task import Seq2Seq
@@ -161,6 +163,46 @@ def test_encoder_decoder_trains_saves_loads_and_decodes(tokenizer: TextTokenizer
     assert after == ["打开文件", "将% s另存为", "退出", "无法打开文件% s"], "the four training pairs are learnt"
 
 
+def test_keep_placeholders_lets_a_hypothesis_write_and_end_with_exactly_its_sources_placeholders() -> None:
+    texts = [p.source for p in PAIRS] + [p.target for p in PAIRS]  # byte-level BPE: "%s" decodes as written
+    tokenizer = TextTokenizer(train_tokenizer(texts * 3, kind="bpe", vocab_size=300, min_frequency=1))
+    marked = tokens_that_may_start(tokenizer)
+    assert marked and all(any(c in tokenizer.decode_text([i]) for c in "%{$") for i in marked)
+
+    def ids(text: str) -> list[int]:
+        return tokenizer.encode([text], max_len=None, special_tokens=False)[0]
+
+    keep = KeepPlaceholders(["Save %s as", "Quit"], tokenizer.decode_text, marked)
+    assert keep.may_extend(0, ids("将 %s")) and keep.may_end(0, ids("将 %s 另存为"))
+    assert keep.may_extend(0, ids("将")) and not keep.may_end(0, ids("将 另存为")), "not before its %s is written"
+    assert not keep.may_extend(0, ids("将 %s %s")), "one %s too many"
+    assert not keep.may_extend(0, ids("将 %d")), "a %d where the source has a %s"
+    assert keep.may_end(1, ids("退出")) and not keep.may_extend(1, ids("退出 %s")), "the source has none"
+
+
+def test_seq2seq_generation_keeps_placeholders_unless_told_not_to(tokenizer: TextTokenizer,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[object] = []
+    decode = DecoderLayout.decode
+
+    def spy(self, model, head, rows, search, constraint=None):  # type: ignore[no-untyped-def]
+        seen.append(constraint)
+        return decode(self, model, head, rows, search, constraint)
+
+    monkeypatch.setattr(DecoderLayout, "decode", spy)
+    model = _decoder(tokenizer.vocab_size)
+    sources = [p.source for p in PAIRS]
+    for keep in (True, False):
+        task = Seq2Seq(tokenizer.pad_id, tokenizer.sep_id, tokenizer.cls_id, num_beams=2, max_target_tokens=8,
+                       keep_placeholders=keep)
+        task.attach(model, {})
+        task.generate(model, tokenizer, sources, max_len=64, batch_size=2)
+    with_rule, without = seen[:2], seen[2:]
+    assert all(isinstance(c, KeepPlaceholders) for c in with_rule) and without == [None, None]
+    batches = [c.sources for c in with_rule]  # type: ignore[attr-defined]
+    assert sorted(s for batch in batches for s in batch) == sorted(sources) and all(len(b) == 2 for b in batches)
+
+
 def test_word_piece_spaces_go_in_chinese_only() -> None:
     assert without_cjk_spaces("打 开 文 件 %s 。") == "打开文件%s。"
     assert without_cjk_spaces("open the file %s") == "open the file %s"
@@ -214,7 +256,8 @@ def test_a_saved_head_spec_rebuilds_its_task_and_the_same_spec(name: str) -> Non
     head = "lm" if saved["kind"] == "lm" else "decoder"
     task = task_from_spec(saved, 0, head)
     assert task.name == saved["task"] and task.head == head and task.strategy.head_kind == saved["kind"]
-    assert task.head_spec().to_json() == saved
+    added = {} if name == "chat" else {"keep_placeholders": True}  # a setting newer than these specs, on by default
+    assert task.head_spec().to_json() == {**saved, **added}
 
 
 def test_a_translation_memory_is_read_with_the_source_and_saved_with_the_model(tokenizer: TextTokenizer,

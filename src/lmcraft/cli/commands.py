@@ -125,7 +125,7 @@ def _predictor(args: argparse.Namespace) -> object:
     """The Predictor of ``args.model_dir`` as the inference options ask."""
     from lmcraft.inference.predictor import Predictor
 
-    settings = {name: getattr(args, name) for name in ("num_beams", "no_repeat_ngram")
+    settings = {name: getattr(args, name) for name in ("num_beams", "no_repeat_ngram", "keep_placeholders")
                 if getattr(args, name, None) is not None}
     return Predictor(args.model_dir, head=args.head, int8=args.int8, compile=args.compile, settings=settings,
                      fields=from_namespace(Fields, args), compiled=True if args.compiled else "trusted")

@@ -77,6 +77,10 @@ def add_inference_arguments(p: argparse.ArgumentParser) -> None:
                    help="seq2seq / chat models: beams of beam search (default: the model's own setting)")
     p.add_argument("--no-repeat-ngram", type=int, default=None,
                    help="seq2seq / chat models: never write the same n-gram twice (default: the model's own setting)")
+    p.add_argument("--keep-placeholders", action=argparse.BooleanOptionalAction, default=None,
+                   help="seq2seq models: write exactly the source's placeholders (%%s, {0}, ${VAR}) or let beam search "
+                        "write what it likes (default: the model's own setting, on unless trained with "
+                        "--no-keep-placeholders)")
 
 
 def add_sampling_arguments(p: argparse.ArgumentParser, *, repetition_penalty: float) -> None:

@@ -72,7 +72,8 @@ class Predictor:
         compiled: the ahead-of-time package of ``lmcraft compile`` (native code): False (the default) never
             loads one; True loads it when it matches the weights; "trusted" loads it when it matches and
             this user built it on this machine (its hash is in ``~/.config/lmcraft/trusted-packages.json``).
-        settings: task settings to replace (``num_beams``, ``no_repeat_ngram`` of a generation task).
+        settings: task settings to replace (``num_beams``, ``no_repeat_ngram``, ``keep_placeholders`` of a
+            generation task).
         fields: which fields of an input object hold the text, the pair, the source…
         require_task: refuse a model without a task head (a pretrained encoder or decoder); without it such a
             model can still ``embed`` texts (encoders) or generate (``model/generate.py``), not ``predict``.

@@ -107,6 +107,13 @@ def check_placeholders(source: str, target: str) -> list[str]:
     return problems
 
 
+def placeholders_may_continue(source: str, partial: str) -> bool:
+    """Whether ``partial``, the start of a rendering of ``source``, can still end with its placeholders intact:
+    every placeholder it has written so far is one the source asks for (right number, type and order), so
+    that only missing ones remain to be written. A placeholder not finished yet (``%(na``) does not count."""
+    return all(problem.startswith("missing ") for problem in check_placeholders(source, partial))
+
+
 def placeholder_intact_rate(sources: Sequence[str], outputs: Sequence[str]) -> tuple[float, int] | None:
     """(share of outputs whose placeholders are intact, how many sources have placeholders), counted over the
     sources that have any; None when none has."""

@@ -14,11 +14,16 @@ Prompts of different lengths are padded on the left, as in ``generate.generate_i
 next token is at the last column; positions count real tokens only. The keys and values of the prompt
 and of the tokens chosen so far stay in a ``KVCache``, whose rows follow their hypotheses when the beams
 are reordered.
+
+A ``Constraint`` may forbid hypotheses: one that ``may_extend`` refuses is dropped (the next best candidate
+takes its place), and one that ``may_end`` refuses may not end there but is set aside, to be used only if
+no hypothesis of its row ends allowed.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Protocol
 
 import torch
 
@@ -27,16 +32,27 @@ from lmcraft.model.transformer import KVCache, Transformer
 Logits = Callable[[torch.Tensor], torch.Tensor]  # hidden states (N, D) -> next-token logits (N, V)
 
 
+class Constraint(Protocol):
+    """Which hypotheses beam search may keep. ``row`` is the prompt's index in the batch, ``tokens`` the new
+    tokens of a hypothesis (for ``may_extend``, the candidate token last; for ``may_end``, without the end)."""
+
+    def may_extend(self, row: int, tokens: list[int]) -> bool: ...
+
+    def may_end(self, row: int, tokens: list[int]) -> bool: ...
+
+
 @torch.inference_mode()
 def beam_decode(
     decoder: Transformer, logits_of: Logits, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, *,
     eos_id: int | None, num_beams: int = 4, max_new_tokens: int = 64, length_penalty: float = 1.0,
     memory: torch.Tensor | None = None, memory_mask: torch.Tensor | None = None, no_repeat_ngram: int = 0,
+    constraint: Constraint | None = None,
 ) -> list[list[int]]:
     """The best continuation of each prompt (B, T), left-padded with ``prompt_mask`` (B, T); ``memory``
     (B, S, D) and ``memory_mask`` (B, S) are the encoder's output for an encoder-decoder. With
     ``no_repeat_ngram`` n > 0 no hypothesis writes the same n tokens twice (a small model's beams otherwise
-    fall into loops such as "会议会议会议"). Returns the new tokens of each row, without the end token."""
+    fall into loops such as "会议会议会议"). A ``constraint`` says which hypotheses may go on and which may
+    end. Returns the new tokens of each row, without the end token."""
     if num_beams < 1 or max_new_tokens < 1:
         raise ValueError(f"need num_beams >= 1 and max_new_tokens >= 1 (got {num_beams}, {max_new_tokens})")
     batch, length = prompt_ids.shape
@@ -59,13 +75,15 @@ def beam_decode(
     scores[:, 0] = 0.0  # one live hypothesis per row at the start (the K copies of the prompt are equal)
     new = torch.zeros((batch * k, 0), dtype=torch.long)  # (B·K, t) tokens chosen so far
     ended: list[list[tuple[float, list[int]]]] = [[] for _ in range(batch)]  # (score, tokens) per row
+    refused: list[list[tuple[float, list[int]]]] = [[] for _ in range(batch)]  # ended where the constraint says no
+    pool = 2 * k if constraint is None else 4 * k  # candidates per row: K may end, more may be refused
     for step in range(max_new_tokens):
         log_probs = torch.log_softmax(logits_of(hidden).float(), dim=-1)  # (B·K, V)
         if no_repeat_ngram > 0 and new.shape[1] >= no_repeat_ngram:
             log_probs = _ban_repeats(log_probs, new, no_repeat_ngram)
         vocab = log_probs.shape[-1]
         candidates = (scores.view(-1, 1) + log_probs).view(batch, k * vocab)
-        top_scores, top_index = candidates.topk(min(2 * k, k * vocab), dim=-1)  # (B, 2K): K may end
+        top_scores, top_index = candidates.topk(min(pool, k * vocab), dim=-1)  # (B, pool)
         next_scores = torch.full((batch, k), float("-inf"))
         rows = torch.zeros((batch, k), dtype=torch.long)  # which hypothesis each new one extends
         next_tokens = torch.zeros((batch, k), dtype=torch.long)
@@ -78,7 +96,11 @@ def beam_decode(
                 if score == float("-inf") or kept == k:
                     break
                 if token == eos_id:
-                    ended[b].append((score / (step + 1) ** length_penalty, new[b * k + beam].tolist()))
+                    tokens = new[b * k + beam].tolist()
+                    allowed = constraint is None or constraint.may_end(b, tokens)
+                    (ended if allowed else refused)[b].append((score / (step + 1) ** length_penalty, tokens))
+                    continue
+                if constraint is not None and not constraint.may_extend(b, [*new[b * k + beam].tolist(), token]):
                     continue
                 next_scores[b, kept], rows[b, kept], next_tokens[b, kept] = score, b * k + beam, token
                 kept += 1
@@ -99,8 +121,11 @@ def beam_decode(
     n = new.shape[1]
     for b in range(batch):
         if len(ended[b]) < k:  # the length limit came first: the live hypotheses count too
-            ended[b] += [(float(scores[b, j]) / max(n, 1) ** length_penalty, new[b * k + j].tolist())
-                         for j in range(k) if scores[b, j] > float("-inf")]
+            live = [(float(scores[b, j]) / max(n, 1) ** length_penalty, new[b * k + j].tolist())
+                    for j in range(k) if scores[b, j] > float("-inf")]
+            ended[b] += [h for h in live if constraint is None or constraint.may_end(b, h[1])]
+            if not ended[b]:  # nothing ended as the constraint allows: the best of what there is
+                ended[b] = refused[b] + live
     return [max(e, key=lambda item: item[0])[1] if e else [] for e in ended]
 
 

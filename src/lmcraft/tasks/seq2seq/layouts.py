@@ -27,7 +27,7 @@ from typing import Any, ClassVar
 import torch
 
 from lmcraft.data.batching import pad
-from lmcraft.model.beam import beam_decode
+from lmcraft.model.beam import Constraint, beam_decode
 from lmcraft.model.generate import left_pad
 from lmcraft.model.heads import Model
 from lmcraft.objectives.mlm import IGNORE
@@ -106,8 +106,10 @@ class Layout(abc.ABC):
         is computed at target positions only."""
 
     @abc.abstractmethod
-    def decode(self, model: Model, head: str, rows: list[list[int]], search: Search) -> list[list[int]]:
-        """The new tokens of each prompt in ``rows`` (made by ``prompt`` or ``sequence``), without the end."""
+    def decode(self, model: Model, head: str, rows: list[list[int]], search: Search,
+               constraint: Constraint | None = None) -> list[list[int]]:
+        """The new tokens of each prompt in ``rows`` (made by ``prompt`` or ``sequence``), without the end;
+        ``constraint`` (``model/beam.py``) says which hypotheses of row ``i`` may go on and end."""
 
     @abc.abstractmethod
     def spec(self) -> dict[str, Any]:
@@ -150,14 +152,16 @@ class DecoderLayout(Layout):
         return model.heads[head](hidden[keep], model.backbone.embed.token.weight), batch["labels"][keep]
 
     @torch.inference_mode()
-    def decode(self, model: Model, head: str, rows: list[list[int]], search: Search) -> list[list[int]]:
+    def decode(self, model: Model, head: str, rows: list[list[int]], search: Search,
+               constraint: Constraint | None = None) -> list[list[int]]:
         ids, mask = left_pad(rows, self.pad_id)  # (B, T)
         embedding = model.backbone.embed.token.weight
         lm = model.heads[head]
         room = min(search.max_new_tokens, model.backbone.cfg.max_tokens - ids.shape[1])
         return beam_decode(model.backbone, lambda hidden: lm(hidden, embedding), ids, mask, eos_id=self.eos_id,
                            num_beams=search.num_beams, max_new_tokens=max(room, 1),
-                           length_penalty=search.length_penalty, no_repeat_ngram=search.no_repeat_ngram)
+                           length_penalty=search.length_penalty, no_repeat_ngram=search.no_repeat_ngram,
+                           constraint=constraint)
 
     def spec(self) -> dict[str, Any]:
         return {"tied": True}  # the language-model head shares the token embedding
@@ -201,7 +205,8 @@ class EncoderDecoderLayout(Layout):
         return decoder.logits(states[keep]), batch["labels"][keep]
 
     @torch.inference_mode()
-    def decode(self, model: Model, head: str, rows: list[list[int]], search: Search) -> list[list[int]]:
+    def decode(self, model: Model, head: str, rows: list[list[int]], search: Search,
+               constraint: Constraint | None = None) -> list[list[int]]:
         source, mask = pad(rows, self.pad_id)  # (B, T)
         memory = model(source, mask)  # (B, T, D)
         decoder = model.heads[head]
@@ -209,7 +214,8 @@ class EncoderDecoderLayout(Layout):
         room = min(search.max_new_tokens, decoder.decoder.cfg.max_tokens - 1)
         return beam_decode(decoder.decoder, decoder.logits, start, torch.ones_like(start), eos_id=self.eos_id,
                            num_beams=search.num_beams, max_new_tokens=room, length_penalty=search.length_penalty,
-                           memory=memory, memory_mask=mask, no_repeat_ngram=search.no_repeat_ngram)
+                           memory=memory, memory_mask=mask, no_repeat_ngram=search.no_repeat_ngram,
+                           constraint=constraint)
 
     def spec(self) -> dict[str, Any]:
         return {"n_layer": self.n_layer}

@@ -13,8 +13,8 @@ growing over-confident on a small corpus). The loss falls on the target tokens a
 them only; the source is given, not learnt.
 
 The dev metric is the target tokens' loss (cheap: no decoding). At test time the model decodes with beam
-search and a length penalty (``model/beam.py``), and the outputs are scored with BLEU, chrF and ROUGE
-(``metrics/generation.py``).
+search and a length penalty (``model/beam.py``), writing exactly the source's placeholders
+(``keep_placeholders.py``), and the outputs are scored with BLEU, chrF and ROUGE (``metrics/generation.py``).
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from lmcraft.data.seq2seq import Pair, read_pairs
 from lmcraft.model.heads import Model
 from lmcraft.objectives.mlm import IGNORE, MLMMetrics
 from lmcraft.tasks.contract import HeadSpec, Splits, Task, labelled_text
+from lmcraft.tasks.seq2seq.keep_placeholders import KeepPlaceholders, tokens_that_may_start
 from lmcraft.tasks.seq2seq.layouts import LAYOUT_OF_HEAD, GenItem, Layout, Search, end_target, layout_class
 from lmcraft.tasks.seq2seq.memory import TranslationMemory
 from lmcraft.tasks.seq2seq.options import GenerationOptions
@@ -65,6 +66,7 @@ class Seq2Seq(Task):
     num_beams: int = 4
     length_penalty: float = 1.0
     no_repeat_ngram: int = 0  # beam search never writes the same n-gram twice (0: no constraint)
+    keep_placeholders: bool = True  # beam search writes exactly the source's placeholders (``keep_placeholders.py``)
     decoder_layers: int = 0  # encoder-decoder: the decoder's depth (0: as deep as the encoder)
     head: str = ""  # the head it trains: the layout's head kind ("lm" or "decoder")
     metric: str = "loss"
@@ -104,7 +106,8 @@ class Seq2Seq(Task):
         return cls(tokenizer.pad_id, tokenizer.sep_id, tokenizer.cls_id, label_smoothing=options.label_smoothing,
                    max_target_tokens=options.max_target_tokens, num_beams=options.num_beams,
                    length_penalty=options.length_penalty, no_repeat_ngram=options.no_repeat_ngram,
-                   decoder_layers=options.decoder_layers, metric=metric or "loss", **settings)
+                   keep_placeholders=options.keep_placeholders, decoder_layers=options.decoder_layers,
+                   metric=metric or "loss", **settings)
 
     @classmethod
     def wants_decoder(cls, options: GenerationOptions) -> bool:
@@ -156,7 +159,8 @@ class Seq2Seq(Task):
         return {"eos_id": int(s["eos_id"]), "bos_id": int(s["bos_id"]), "layout": LAYOUT_OF_HEAD[spec.kind],
                 "label_smoothing": float(s["label_smoothing"]), "max_target_tokens": int(s["max_target_tokens"]),
                 "num_beams": int(s["num_beams"]), "length_penalty": float(s["length_penalty"]),
-                "no_repeat_ngram": int(s.get("no_repeat_ngram", 0)), "decoder_layers": int(s.get("n_layer", 0)),
+                "no_repeat_ngram": int(s.get("no_repeat_ngram", 0)),
+                "keep_placeholders": bool(s.get("keep_placeholders", True)), "decoder_layers": int(s.get("n_layer", 0)),
                 "memory": TranslationMemory.from_json(s["memory"]) if "memory" in s else None}
 
     def head_spec(self) -> HeadSpec:
@@ -164,6 +168,8 @@ class Seq2Seq(Task):
             "eos_id": self.eos_id, "bos_id": self.bos_id, "label_smoothing": self.label_smoothing,
             "max_target_tokens": self.max_target_tokens, "num_beams": self.num_beams,
             "length_penalty": self.length_penalty, "no_repeat_ngram": self.no_repeat_ngram, **self.strategy.spec()}
+        if self.keeps_placeholders:  # a spec saved before the setting existed reads as True
+            spec["keep_placeholders"] = self.keep_placeholders
         if self.memory is not None:
             spec["memory"] = self.memory.to_json()  # the pairs themselves: a model directory stands alone
         return HeadSpec(self.strategy.head_kind, self.name, spec)
@@ -233,6 +239,8 @@ class Seq2Seq(Task):
         """Beam-search outputs for sources (str) or conversations (lists of turns ending with a user turn)."""
         model.eval()
         rows = self.prompt_ids(tokenizer, prompts, max_len)
+        keep = self.keeps_placeholders and self.keep_placeholders
+        marked = tokens_that_may_start(tokenizer) if keep else frozenset()
         order = sorted(range(len(rows)), key=lambda i: len(rows[i]))  # similar lengths share a batch
         out: list[str] = [""] * len(rows)
         for start in tqdm(range(0, len(order), batch_size), desc="generate", leave=False,
@@ -241,7 +249,8 @@ class Seq2Seq(Task):
             batch = [rows[i] for i in chunk]
             search = Search(num_beams or self.num_beams, self._longest_output(batch), self.length_penalty,
                             self.no_repeat_ngram)
-            for i, ids in zip(chunk, self.strategy.decode(model, self.head, batch, search), strict=True):
+            constraint = KeepPlaceholders([prompts[i] for i in chunk], tokenizer.decode_text, marked) if keep else None
+            for i, ids in zip(chunk, self.strategy.decode(model, self.head, batch, search, constraint), strict=True):
                 out[i] = tokenizer.decode_text(ids)
         return out
 
