@@ -23,7 +23,7 @@ from lmcraft.model.vocab import add_special_tokens
 from lmcraft.objectives.mlm import IGNORE
 from lmcraft.tasks.registry import task_from_spec
 from lmcraft.tasks.seq2seq.chat import ROLE_TOKENS, Chat
-from lmcraft.tasks.seq2seq.keep_placeholders import KeepPlaceholders, tokens_that_may_start
+from lmcraft.tasks.seq2seq.keep_placeholders import KeepPlaceholders, tokens_that_may_start, writes_placeholders
 from lmcraft.tasks.seq2seq.layouts import DecoderLayout
 from lmcraft.tasks.seq2seq.memory import TranslationMemory
 from lmcraft.tasks.seq2seq.options import GenerationOptions
@@ -166,6 +166,7 @@ def test_encoder_decoder_trains_saves_loads_and_decodes(tokenizer: TextTokenizer
 def test_keep_placeholders_lets_a_hypothesis_write_and_end_with_exactly_its_sources_placeholders() -> None:
     texts = [p.source for p in PAIRS] + [p.target for p in PAIRS]  # byte-level BPE: "%s" decodes as written
     tokenizer = TextTokenizer(train_tokenizer(texts * 3, kind="bpe", vocab_size=300, min_frequency=1))
+    assert writes_placeholders(tokenizer)
     marked = tokens_that_may_start(tokenizer)
     assert marked and all(any(c in tokenizer.decode_text([i]) for c in "%{$") for i in marked)
 
@@ -180,8 +181,7 @@ def test_keep_placeholders_lets_a_hypothesis_write_and_end_with_exactly_its_sour
     assert keep.may_end(1, ids("退出")) and not keep.may_extend(1, ids("退出 %s")), "the source has none"
 
 
-def test_seq2seq_generation_keeps_placeholders_unless_told_not_to(tokenizer: TextTokenizer,
-                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_seq2seq_generation_keeps_placeholders_unless_told_not_to(monkeypatch: pytest.MonkeyPatch) -> None:
     seen: list[object] = []
     decode = DecoderLayout.decode
 
@@ -190,6 +190,8 @@ def test_seq2seq_generation_keeps_placeholders_unless_told_not_to(tokenizer: Tex
         return decode(self, model, head, rows, search, constraint)
 
     monkeypatch.setattr(DecoderLayout, "decode", spy)
+    texts = [p.source for p in PAIRS] + [p.target for p in PAIRS]
+    tokenizer = TextTokenizer(train_tokenizer(texts * 3, kind="bpe", vocab_size=300, min_frequency=1))
     model = _decoder(tokenizer.vocab_size)
     sources = [p.source for p in PAIRS]
     for keep in (True, False):
@@ -201,6 +203,14 @@ def test_seq2seq_generation_keeps_placeholders_unless_told_not_to(tokenizer: Tex
     assert all(isinstance(c, KeepPlaceholders) for c in with_rule) and without == [None, None]
     batches = [c.sources for c in with_rule]  # type: ignore[attr-defined]
     assert sorted(s for batch in batches for s in batch) == sorted(sources) and all(len(b) == 2 for b in batches)
+    word_pieces = TextTokenizer(train_tokenizer(texts * 3, vocab_size=300, min_frequency=1, lowercase=False))
+    assert not writes_placeholders(word_pieces), "word pieces decode %s as % s"
+    seen.clear()
+    task = Seq2Seq(word_pieces.pad_id, word_pieces.sep_id, word_pieces.cls_id, num_beams=2, max_target_tokens=8)
+    model = _decoder(word_pieces.vocab_size)
+    task.attach(model, {})
+    task.generate(model, word_pieces, sources, max_len=64, batch_size=4)
+    assert seen == [None], "no constraint that no hypothesis could meet"
 
 
 def test_word_piece_spaces_go_in_chinese_only() -> None:

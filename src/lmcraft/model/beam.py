@@ -17,7 +17,7 @@ are reordered.
 
 A ``Constraint`` may forbid hypotheses: one that ``may_extend`` refuses is dropped (the next best candidate
 takes its place), and one that ``may_end`` refuses may not end there but is set aside, to be used only if
-no hypothesis of its row ends allowed.
+no hypothesis of its row ends allowed (an empty one last).
 """
 
 from __future__ import annotations
@@ -124,8 +124,8 @@ def beam_decode(
             live = [(float(scores[b, j]) / max(n, 1) ** length_penalty, new[b * k + j].tolist())
                     for j in range(k) if scores[b, j] > float("-inf")]
             ended[b] += [h for h in live if constraint is None or constraint.may_end(b, h[1])]
-            if not ended[b]:  # nothing ended as the constraint allows: the best of what there is
-                ended[b] = refused[b] + live
+            if not ended[b]:  # nothing ended as the constraint allows: the best of what there is, not nothing
+                ended[b] = [h for h in refused[b] + live if h[1]] or refused[b] + live
     return [max(e, key=lambda item: item[0])[1] if e else [] for e in ended]
 
 

@@ -9,17 +9,26 @@ chooses where each goes and what is around it.
 
 The check reads text, not token ids, so it holds whatever the tokenizer does to ``%1$s``: a hypothesis is
 decoded and checked (``metrics/placeholders.py``) only when one of its tokens holds a ``%``, ``{`` or ``$``,
-the characters every placeholder starts with, so most candidates cost a set lookup.
+the characters every placeholder starts with, so most candidates cost a set lookup. A tokenizer that cannot
+write placeholders back as they were (word pieces decode ``%s`` as ``% s``) gets no constraint: no hypothesis
+could satisfy it, and every row would run to the length limit for nothing.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from lmcraft.metrics.placeholders import check_placeholders, placeholders_may_continue
+from lmcraft.metrics.placeholders import check_placeholders, placeholders, placeholders_may_continue
 from lmcraft.tokenizer import TextTokenizer
 
 STARTS = ("%", "{", "$")  # every placeholder starts with one of these
+SAMPLE = "%s and %d, %1$s, %(name)s, {0}, {name} and ${HOME}"  # what a tokenizer must write back
+
+
+def writes_placeholders(tokenizer: TextTokenizer) -> bool:
+    """Whether text the tokenizer encodes decodes with its placeholders as they were written."""
+    ids = tokenizer.encode([SAMPLE], max_len=None, special_tokens=False)[0]
+    return placeholders(tokenizer.decode_text(ids)) == placeholders(SAMPLE)
 
 
 def tokens_that_may_start(tokenizer: TextTokenizer) -> frozenset[int]:

@@ -34,7 +34,7 @@ from lmcraft.data.seq2seq import Pair, read_pairs
 from lmcraft.model.heads import Model
 from lmcraft.objectives.mlm import IGNORE, MLMMetrics
 from lmcraft.tasks.contract import HeadSpec, Splits, Task, labelled_text
-from lmcraft.tasks.seq2seq.keep_placeholders import KeepPlaceholders, tokens_that_may_start
+from lmcraft.tasks.seq2seq.keep_placeholders import KeepPlaceholders, tokens_that_may_start, writes_placeholders
 from lmcraft.tasks.seq2seq.layouts import LAYOUT_OF_HEAD, GenItem, Layout, Search, end_target, layout_class
 from lmcraft.tasks.seq2seq.memory import TranslationMemory
 from lmcraft.tasks.seq2seq.options import GenerationOptions
@@ -239,7 +239,7 @@ class Seq2Seq(Task):
         """Beam-search outputs for sources (str) or conversations (lists of turns ending with a user turn)."""
         model.eval()
         rows = self.prompt_ids(tokenizer, prompts, max_len)
-        keep = self.keeps_placeholders and self.keep_placeholders
+        keep = self.keeps_placeholders and self.keep_placeholders and writes_placeholders(tokenizer)
         marked = tokens_that_may_start(tokenizer) if keep else frozenset()
         order = sorted(range(len(rows)), key=lambda i: len(rows[i]))  # similar lengths share a batch
         out: list[str] = [""] * len(rows)
