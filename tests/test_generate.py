@@ -166,6 +166,16 @@ def test_constrained_beam_search_keeps_the_rule_in_a_batch_and_falls_back_when_n
                        constraint=NoOneEndsWithFive())
     assert all(1 not in seq and 5 in seq for seq in out)
 
+    class OnlyThrees:  # 3 is far down the first step's ranking: one beam must look past its 4 best candidates
+        def may_extend(self, row: int, tokens: list[int]) -> bool:
+            return set(tokens) == {3}
+
+        def may_end(self, row: int, tokens: list[int]) -> bool:
+            return bool(tokens)
+
+    assert _beam_search(model, sources[:1], bos_id=1, eos_id=0, num_beams=1, max_new_tokens=4,
+                        constraint=OnlyThrees()) == [[3, 3, 3, 3]]
+
     class Never:  # nothing may end: the search still answers, with the best it has
         def may_extend(self, row: int, tokens: list[int]) -> bool:
             return True

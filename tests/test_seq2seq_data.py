@@ -19,7 +19,7 @@ from lmcraft.data.gettext_pairs import clean_entry, read_mo, strip_accelerators
 from lmcraft.data.headlines import cut_at_sentence
 from lmcraft.data.seq2seq import Pair, read_pairs
 from lmcraft.metrics.generation import bleu, chrf, generation_report, is_chinese, lcs_length, rouge
-from lmcraft.metrics.placeholders import check_placeholders, placeholders
+from lmcraft.metrics.placeholders import check_placeholders, placeholders, placeholders_may_continue
 from lmcraft.tasks.seq2seq.baseline import baseline_report, lead, translation_memory
 from lmcraft.tasks.seq2seq.memory import TranslationMemory
 
@@ -58,6 +58,15 @@ def test_check_placeholders() -> None:
 
 
 # --- pairs ------------------------------------------------------------------------------------------------
+
+
+def test_a_rendering_may_continue_while_it_has_only_placeholders_still_to_write() -> None:
+    source = "%s has %d items; updated {when:%d %b}"
+    for prefix in ("", "%s", "%2$d", "%s 有 %d 个项目", "%(na", "更新于 {when:%d", "更新于 {when:%d %b}", "100%%"):
+        assert placeholders_may_continue(source, prefix), prefix
+    for prefix in ("%d", "%s %d %s", "%s 有 %ld", "{who}", "%d 个项目在 %s 中", "{when:%d %b} {when:%d %b}"):
+        assert not placeholders_may_continue(source, prefix), prefix
+    assert not placeholders_may_continue("Quit", "退出 %s") and placeholders_may_continue("Quit", "100% 退出")
 
 
 def test_read_pairs_jsonl_and_tsv(tmp_path: Path) -> None:

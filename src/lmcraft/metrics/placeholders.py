@@ -107,11 +107,18 @@ def check_placeholders(source: str, target: str) -> list[str]:
     return problems
 
 
+# a brace field still open at the end of a text, "{when:%d %b": its format spec may hold %-conversions that
+# are the field's, not placeholders of their own, once the "}" is written
+_OPEN_FIELD = re.compile(r"\{(?:\w+(?:\.\w+|\[\w+\])*)?(?:![rsa])?:[^{}]*$")
+
+
 def placeholders_may_continue(source: str, partial: str) -> bool:
     """Whether ``partial``, the start of a rendering of ``source``, can still end with its placeholders intact:
     every placeholder it has written so far is one the source asks for (right number, type and order), so
-    that only missing ones remain to be written. A placeholder not finished yet (``%(na``) does not count."""
-    return all(problem.startswith("missing ") for problem in check_placeholders(source, partial))
+    that only missing ones remain to be written. A placeholder not finished yet (``%(na``, ``{when:%d``)
+    does not count."""
+    finished = _OPEN_FIELD.sub("", partial)
+    return all(problem.startswith("missing ") for problem in check_placeholders(source, finished))
 
 
 def placeholder_intact_rate(sources: Sequence[str], outputs: Sequence[str]) -> tuple[float, int] | None:

@@ -16,13 +16,13 @@ and of the tokens chosen so far stay in a ``KVCache``, whose rows follow their h
 are reordered.
 
 A ``Constraint`` may forbid hypotheses: one that ``may_extend`` refuses is dropped (the next best candidate
-takes its place), and one that ``may_end`` refuses may not end there but is set aside, to be used only if
-no hypothesis of its row ends allowed (an empty one last).
+takes its place, however far down the ranking), and one that ``may_end`` refuses may not end there but is
+set aside, to be used only if no hypothesis of its row ends allowed (an empty one last).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Protocol
 
 import torch
@@ -91,7 +91,7 @@ def beam_decode(
             if len(ended[b]) >= k:
                 continue
             kept = 0
-            for score, index in zip(top_scores[b].tolist(), top_index[b].tolist(), strict=True):
+            for score, index in _ranked(candidates[b], top_scores[b], top_index[b], more=constraint is not None):
                 beam, token = divmod(index, vocab)
                 if score == float("-inf") or kept == k:
                     break
@@ -127,6 +127,18 @@ def beam_decode(
             if not ended[b]:  # nothing ended as the constraint allows: the best of what there is, not nothing
                 ended[b] = [h for h in refused[b] + live if h[1]] or refused[b] + live
     return [max(e, key=lambda item: item[0])[1] if e else [] for e in ended]
+
+
+def _ranked(row: torch.Tensor, top_scores: torch.Tensor, top_index: torch.Tensor, *,
+            more: bool) -> Iterator[tuple[float, int]]:
+    """(score, index) of a row's candidates (K·V,), best first: the ``topk`` already taken, then, with ``more``
+    (a constraint may refuse them all), every other candidate, sorted only if it comes to that."""
+    yield from zip(top_scores.tolist(), top_index.tolist(), strict=True)
+    if more and top_index.numel() < row.numel():
+        taken = set(top_index.tolist())
+        rest_scores, rest_index = row.sort(descending=True)
+        yield from ((score, index) for score, index in zip(rest_scores.tolist(), rest_index.tolist(), strict=True)
+                    if index not in taken)
 
 
 def _ban_repeats(log_probs: torch.Tensor, new: torch.Tensor, n: int) -> torch.Tensor:

@@ -34,7 +34,7 @@ from lmcraft.data.seq2seq import Pair, read_pairs
 from lmcraft.model.heads import Model
 from lmcraft.objectives.mlm import IGNORE, MLMMetrics
 from lmcraft.tasks.contract import HeadSpec, Splits, Task, labelled_text
-from lmcraft.tasks.seq2seq.keep_placeholders import KeepPlaceholders, tokens_that_may_start, writes_placeholders
+from lmcraft.tasks.seq2seq.keep_placeholders import KeepPlaceholders, marked_tokens
 from lmcraft.tasks.seq2seq.layouts import LAYOUT_OF_HEAD, GenItem, Layout, Search, end_target, layout_class
 from lmcraft.tasks.seq2seq.memory import TranslationMemory
 from lmcraft.tasks.seq2seq.options import GenerationOptions
@@ -239,8 +239,7 @@ class Seq2Seq(Task):
         """Beam-search outputs for sources (str) or conversations (lists of turns ending with a user turn)."""
         model.eval()
         rows = self.prompt_ids(tokenizer, prompts, max_len)
-        keep = self.keeps_placeholders and self.keep_placeholders and writes_placeholders(tokenizer)
-        marked = tokens_that_may_start(tokenizer) if keep else frozenset()
+        marked = marked_tokens(tokenizer) if self.keeps_placeholders and self.keep_placeholders else None
         order = sorted(range(len(rows)), key=lambda i: len(rows[i]))  # similar lengths share a batch
         out: list[str] = [""] * len(rows)
         for start in tqdm(range(0, len(order), batch_size), desc="generate", leave=False,
@@ -249,7 +248,8 @@ class Seq2Seq(Task):
             batch = [rows[i] for i in chunk]
             search = Search(num_beams or self.num_beams, self._longest_output(batch), self.length_penalty,
                             self.no_repeat_ngram)
-            constraint = KeepPlaceholders([prompts[i] for i in chunk], tokenizer.decode_text, marked) if keep else None
+            constraint = None if marked is None else \
+                KeepPlaceholders([prompts[i] for i in chunk], tokenizer.decode_text, marked)
             for i, ids in zip(chunk, self.strategy.decode(model, self.head, batch, search, constraint), strict=True):
                 out[i] = tokenizer.decode_text(ids)
         return out
