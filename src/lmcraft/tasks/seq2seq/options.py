@@ -18,9 +18,9 @@ class GenerationOptions:
     length_penalty: float = opt(1.0, "seq2seq/chat: beam scores are divided by length ** this (0: none)")
     no_repeat_ngram: int = opt(0, "seq2seq/chat: beam search never writes the same n-gram twice (0: off; 3 stops "
                                   "the loops small models fall into)")
-    keep_placeholders: bool = opt(True, "seq2seq: beam search writes exactly the source's placeholders (%s, {0}, "
-                                        "${VAR}): a hypothesis may not add one the source lacks, nor end before it "
-                                        "has written all of them")
+    keep_placeholders: bool = opt(True, "seq2seq: beam search writes exactly the source's placeholders (printf, "
+                                        "{0}, ${VAR}): a hypothesis may not add one the source lacks, nor end "
+                                        "before it has written all of them")
     memory: bool = opt(False, "seq2seq: append to each source the target of the most similar training source (a "
                               "translation memory the model learns to copy from and repair; the training pairs are "
                               "saved with the model; docs/generation.md)")
