@@ -33,6 +33,7 @@ def test_every_subcommand_has_help(argv: list[str], capsys: pytest.CaptureFixtur
     out = capsys.readouterr().out
     assert out.startswith("usage: lmcraft " + " ".join(argv))
     assert len(out.splitlines()) > 4
+    assert "option_strings" not in out, "a % in a help text was read as a format (write %% or no %)"
 
 
 def test_finetune_help_shows_defaults_and_meaning(capsys: pytest.CaptureFixture[str]) -> None:

@@ -14,6 +14,7 @@ from tokenizers import Tokenizer
 from lmcraft.data.chat import Conversation, Turn
 from lmcraft.data.readers import Fields
 from lmcraft.data.seq2seq import Pair
+from lmcraft.inference.predictor import Predictor
 from lmcraft.model.beam import beam_decode
 from lmcraft.model.generate import GenerationConfig, generate_ids, left_pad
 from lmcraft.model.heads import Model
@@ -168,10 +169,12 @@ def test_keep_placeholders_lets_a_hypothesis_write_and_end_with_exactly_its_sour
     tokenizer = TextTokenizer(train_tokenizer(texts * 3, kind="bpe", vocab_size=300, min_frequency=1))
     assert writes_placeholders(tokenizer)
     marked = tokens_that_may_start(tokenizer)
-    assert marked and all(any(c in tokenizer.decode_text([i]) for c in "%{$") for i in marked)
 
     def ids(text: str) -> list[int]:
         return tokenizer.encode([text], max_len=None, special_tokens=False)[0]
+
+    assert all(ids(text)[0] in marked for text in ("%s", "{0}", "${HOME}", "%(name)s")), "placeholders start marked"
+    assert not any(t in marked for t in ids("将 另存为 Quit")), "words are not"
 
     keep = KeepPlaceholders(["Save %s as", "Quit"], tokenizer.decode_text, marked)
     assert keep.may_extend(0, ids("将 %s")) and keep.may_end(0, ids("将 %s 另存为"))
@@ -211,6 +214,18 @@ def test_seq2seq_generation_keeps_placeholders_unless_told_not_to(monkeypatch: p
     task.attach(model, {})
     task.generate(model, word_pieces, sources, max_len=64, batch_size=4)
     assert seen == [None], "no constraint that no hypothesis could meet"
+
+
+def test_the_placeholder_rule_is_saved_with_the_model_and_a_predictor_may_override_it(tmp_path: Path) -> None:
+    texts = [p.source for p in PAIRS] + [p.target for p in PAIRS]
+    tokenizer = TextTokenizer(train_tokenizer(texts * 3, kind="bpe", vocab_size=300, min_frequency=1))
+    task = Seq2Seq(tokenizer.pad_id, tokenizer.sep_id, tokenizer.cls_id, num_beams=1, keep_placeholders=False)
+    model = _decoder(tokenizer.vocab_size)
+    task.attach(model, {})
+    save_model_dir(tmp_path / "m", model, tokenizer)
+    assert Predictor(tmp_path / "m").task.keep_placeholders is False  # type: ignore[union-attr]
+    overridden = Predictor(tmp_path / "m", settings={"keep_placeholders": True}).task
+    assert overridden.keep_placeholders is True  # type: ignore[union-attr]
 
 
 def test_word_piece_spaces_go_in_chinese_only() -> None:
@@ -254,6 +269,9 @@ SAVED_SPECS = {  # head specs as config.json held them before the layouts were c
     "lm-memory": {"kind": "lm", "tied": True, "task": "seq2seq", "eos_id": 3, "bos_id": 2, "label_smoothing": 0.1,
                   "max_target_tokens": 12, "num_beams": 2, "length_penalty": 1.0, "no_repeat_ngram": 0,
                   "memory": [["Open the file", "打开文件"], ["Quit", "退出"]]},
+    "lm-free": {"kind": "lm", "tied": True, "task": "seq2seq", "eos_id": 3, "bos_id": 2, "label_smoothing": 0.1,
+                "max_target_tokens": 12, "num_beams": 2, "length_penalty": 1.0, "no_repeat_ngram": 0,
+                "keep_placeholders": False},
     "chat": {"kind": "lm", "tied": True, "task": "chat", "eos_id": 3, "bos_id": 2, "label_smoothing": 0.1,
              "max_target_tokens": 12, "num_beams": 2, "length_penalty": 1.0, "no_repeat_ngram": 0,
              "role_ids": {"system": 160, "user": 161, "assistant": 162}},
@@ -266,7 +284,8 @@ def test_a_saved_head_spec_rebuilds_its_task_and_the_same_spec(name: str) -> Non
     head = "lm" if saved["kind"] == "lm" else "decoder"
     task = task_from_spec(saved, 0, head)
     assert task.name == saved["task"] and task.head == head and task.strategy.head_kind == saved["kind"]
-    added = {} if name == "chat" else {"keep_placeholders": True}  # a setting newer than these specs, on by default
+    added = {} if name == "chat" or "keep_placeholders" in saved else {"keep_placeholders": True}  # on by default
+    assert task.keep_placeholders == saved.get("keep_placeholders", True)  # type: ignore[attr-defined]
     assert task.head_spec().to_json() == {**saved, **added}
 
 

@@ -78,7 +78,7 @@ class Chat(Seq2Seq):
     description: ClassVar[str] = "multi-turn dialogue, the loss on the assistant's turns"
     extensions: ClassVar[tuple[str, ...]] = (".jsonl",)
     special_tokens: ClassVar[tuple[str, ...]] = tuple(ROLE_TOKENS.values())
-    keeps_placeholders: ClassVar[bool] = False
+    scores_placeholders: ClassVar[bool] = False
     converses: ClassVar[bool] = True
 
     role_ids: dict[str, int] | None = None  # the token id of each role token

@@ -55,7 +55,7 @@ class Seq2Seq(Task):
     options_section: ClassVar[str] = "generation"
     generates: ClassVar[bool] = True
     shares_batches: ClassVar[bool] = False  # a decoder backbone; multi-task learning trains encoders
-    keeps_placeholders: ClassVar[bool] = True  # outputs should keep their source's placeholders (%s, {0})
+    scores_placeholders: ClassVar[bool] = True  # outputs should keep their source's placeholders (%s, {0})
 
     pad_id: int
     eos_id: int  # the [SEP] that ends a target
@@ -160,7 +160,8 @@ class Seq2Seq(Task):
                 "label_smoothing": float(s["label_smoothing"]), "max_target_tokens": int(s["max_target_tokens"]),
                 "num_beams": int(s["num_beams"]), "length_penalty": float(s["length_penalty"]),
                 "no_repeat_ngram": int(s.get("no_repeat_ngram", 0)),
-                "keep_placeholders": bool(s.get("keep_placeholders", True)), "decoder_layers": int(s.get("n_layer", 0)),
+                "keep_placeholders": bool(s.get("keep_placeholders", True)),  # on in specs older than it
+                "decoder_layers": int(s.get("n_layer", 0)),
                 "memory": TranslationMemory.from_json(s["memory"]) if "memory" in s else None}
 
     def head_spec(self) -> HeadSpec:
@@ -168,7 +169,7 @@ class Seq2Seq(Task):
             "eos_id": self.eos_id, "bos_id": self.bos_id, "label_smoothing": self.label_smoothing,
             "max_target_tokens": self.max_target_tokens, "num_beams": self.num_beams,
             "length_penalty": self.length_penalty, "no_repeat_ngram": self.no_repeat_ngram, **self.strategy.spec()}
-        if self.keeps_placeholders:  # a spec saved before the setting existed reads as True
+        if self.scores_placeholders:  # chat heads do not save it
             spec["keep_placeholders"] = self.keep_placeholders
         if self.memory is not None:
             spec["memory"] = self.memory.to_json()  # the pairs themselves: a model directory stands alone
@@ -239,7 +240,7 @@ class Seq2Seq(Task):
         """Beam-search outputs for sources (str) or conversations (lists of turns ending with a user turn)."""
         model.eval()
         rows = self.prompt_ids(tokenizer, prompts, max_len)
-        marked = marked_tokens(tokenizer) if self.keeps_placeholders and self.keep_placeholders else None
+        marked = marked_tokens(tokenizer) if self.scores_placeholders and self.keep_placeholders else None
         order = sorted(range(len(rows)), key=lambda i: len(rows[i]))  # similar lengths share a batch
         out: list[str] = [""] * len(rows)
         for start in tqdm(range(0, len(order), batch_size), desc="generate", leave=False,
@@ -271,7 +272,7 @@ class Seq2Seq(Task):
         loss = streaming_metrics(self, model, self.encode(tokenizer, examples, max_len), batch_size)
         prompts, references, sources = self.prompts_and_references(examples)
         outputs = self.generate(model, tokenizer, prompts, max_len=max_len, batch_size=batch_size, progress=progress)
-        report = generation_report(outputs, references, sources if self.keeps_placeholders else None)
+        report = generation_report(outputs, references, sources if self.scores_placeholders else None)
         records = [{"source": s, "reference": r, "output": o} for s, r, o in zip(sources, references, outputs,
                                                                                strict=True)]
         return {**{f"target_{k}": v for k, v in loss.items()}, **report, "n": len(records)}, records
