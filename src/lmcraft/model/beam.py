@@ -87,6 +87,7 @@ def beam_decode(
         next_scores = torch.full((batch, k), float("-inf"))
         rows = torch.zeros((batch, k), dtype=torch.long)  # which hypothesis each new one extends
         next_tokens = torch.zeros((batch, k), dtype=torch.long)
+        prefixes = new.tolist()  # (B·K, t): read once a step, not once a candidate
         for b in range(batch):
             if len(ended[b]) >= k:
                 continue
@@ -96,11 +97,11 @@ def beam_decode(
                 if score == float("-inf") or kept == k:
                     break
                 if token == eos_id:
-                    tokens = new[b * k + beam].tolist()
+                    tokens = prefixes[b * k + beam]
                     allowed = constraint is None or constraint.may_end(b, tokens)
                     (ended if allowed else refused)[b].append((score / (step + 1) ** length_penalty, tokens))
                     continue
-                if constraint is not None and not constraint.may_extend(b, [*new[b * k + beam].tolist(), token]):
+                if constraint is not None and not constraint.may_extend(b, [*prefixes[b * k + beam], token]):
                     continue
                 next_scores[b, kept], rows[b, kept], next_tokens[b, kept] = score, b * k + beam, token
                 kept += 1

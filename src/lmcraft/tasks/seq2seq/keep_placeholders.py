@@ -55,7 +55,7 @@ class KeepPlaceholders:
         self.sources = list(sources)
         self.decode = decode  # new token ids -> the text the output will show
         self.marked = marked  # from ``tokens_that_may_start``
-        self.bare = [not check_placeholders(s, "") for s in self.sources]  # the source has no placeholder
+        self.bare = [not placeholders(s) for s in self.sources]  # the source has no placeholder
 
     def _plain(self, tokens: list[int]) -> bool:
         return not any(t in self.marked for t in tokens)
