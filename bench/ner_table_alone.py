@@ -7,7 +7,7 @@ after every pass, so it answers two questions: how much of the tagger's score th
 how the table's optimiser (plain SGD, as lmcraft trains it, against Adagrad or Adam) changes that.
 
     python bench/ner_table_alone.py --data runs/ner-zh/data/peoples-daily-ner --tokenizer runs/ner-zh/tokenizer \
-        [--train 0] [--epochs 4] [--table-optimizer sgd|adagrad|adam] [--table-lr 300]
+        [--train 0] [--epochs 4] [--table-optimizer sgd|adagrad|adam] [--table-lr 300] [--scheme BIO|BIOES]
 
 The data and tokenizer are those the NER recipe writes (`lmcraft run recipes/ner-zh.yaml`). The CRF's
 transitions train by AdamW at lr 2e-3; both rates decay linearly to zero; batches of 32 sentences.
@@ -72,6 +72,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=2**20, help="hash rows of the table")
     parser.add_argument("--table-optimizer", choices=("sgd", "adagrad", "adam"), default="sgd")
     parser.add_argument("--table-lr", type=float, default=NGRAM_LR)
+    parser.add_argument("--scheme", choices=("BIO", "BIOES"), default="BIO", help="the tag scheme")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
@@ -80,7 +81,7 @@ def main() -> None:
     tokenizer = TextTokenizer.load(args.tokenizer)
     train = read_tagged(args.data / "train.jsonl")
     train = train[: args.train] if args.train > 0 else train
-    task = Tag.for_examples(train, tokenizer.pad_id, crf=True)
+    task = Tag.for_examples(train, tokenizer.pad_id, crf=True, scheme=args.scheme)
     table = HashedNgrams(tokenizer.vocab_size, tokenizer.pad_id, args.rows, len(task.labels), args.table_lr)
     model = TableTagger(TableHead(table, len(task.labels)))
     train_items = task.encode(tokenizer, train, 128)
@@ -97,7 +98,7 @@ def main() -> None:
     steps = args.epochs * -(-len(train_items) // 32)
     schedules = [torch.optim.lr_scheduler.LambdaLR(o, lambda s: max(0.0, 1 - s / steps)) for o in optimizers]
 
-    print(f"{len(train_items):,} train / {len(dev_items):,} dev pieces; table {args.rows:,} rows × "
+    print(f"{len(train_items):,} train / {len(dev_items):,} dev pieces, {args.scheme} tags; table {args.rows:,} rows × "
           f"{len(task.labels)} tags by {args.table_optimizer} at lr {args.table_lr:g}")
     began = time.perf_counter()
     for epoch in range(1, args.epochs + 1):

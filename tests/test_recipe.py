@@ -150,7 +150,7 @@ def test_ner_recipe_runs_end_to_end(tmp_path: Path) -> None:
              for stage in ("finetune", "scratch")}
     for stage in ("finetune", "scratch"):
         assert heads[stage]["tag"]["crf"] is True and heads[stage]["tag"]["ngrams"] == 4096
-        assert heads[stage]["tag"]["ngram_lr"] == 300.0
+        assert heads[stage]["tag"]["ngram_lr"] == 300.0 and heads[stage]["tag"]["scheme"] == "BIOES"
     report = (tmp_path / "report.md").read_text(encoding="utf-8")
     assert "| from scratch, same budget |" in report and "| CRF over character features" in report
     assert "test f1" in report

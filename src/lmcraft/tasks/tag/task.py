@@ -290,7 +290,7 @@ class Tag(Task):
     def baseline(splits: Splits, files: dict[str, Path]) -> dict[str, Any]:
         from lmcraft.tasks.tag.baseline import crf_baseline
 
-        return {"name": "CRF over character features (CRFsuite)",
+        return {"name": "CRF over character features (CRFsuite, BIOES tags)",
                 "test": crf_baseline(splits["train"], splits["test"])["test"]}
 
 
