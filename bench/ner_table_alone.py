@@ -7,7 +7,8 @@ after every pass, so it answers two questions: how much of the tagger's score th
 how the table's optimiser (plain SGD, as lmcraft trains it, against Adagrad or Adam) changes that.
 
     python bench/ner_table_alone.py --data runs/ner-zh/data/peoples-daily-ner --tokenizer runs/ner-zh/tokenizer \
-        [--train 0] [--epochs 4] [--table-optimizer sgd|adagrad|adam] [--table-lr 300] [--scheme BIO|BIOES]
+        [--train 0] [--epochs 4] [--table-optimizer sgd|adagrad|adam] [--table-lr 300] [--scheme BIO|BIOES] \
+        [--no-rules]
 
 The data and tokenizer are those the NER recipe writes (`lmcraft run recipes/ner-zh.yaml`). The CRF's
 transitions train by AdamW at lr 2e-3; both rates decay linearly to zero; batches of 32 sentences.
@@ -24,7 +25,7 @@ import torch
 from torch import nn
 
 from lmcraft.data.ner import read_tagged
-from lmcraft.model.crf import CRF
+from lmcraft.model.crf import CRF, scheme_rules
 from lmcraft.model.ngrams import NGRAM_LR, HashedNgrams
 from lmcraft.tasks.tag.task import Tag, TagItem
 from lmcraft.tokenizer import TextTokenizer
@@ -33,10 +34,10 @@ from lmcraft.tokenizer import TextTokenizer
 class TableHead(nn.Module):
     """What the task reads from a tagger's head: scores from the n-grams alone, and a CRF."""
 
-    def __init__(self, table: HashedNgrams, n_tags: int) -> None:
+    def __init__(self, table: HashedNgrams, crf: CRF) -> None:
         super().__init__()
         self.ngrams = table
-        self.crf = CRF(n_tags)
+        self.crf = crf
 
     def forward(self, hidden: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
         return self.ngrams(input_ids)  # (B, T) ids -> (B, T, C); no encoder states
@@ -73,6 +74,8 @@ def main() -> None:
     parser.add_argument("--table-optimizer", choices=("sgd", "adagrad", "adam"), default="sgd")
     parser.add_argument("--table-lr", type=float, default=NGRAM_LR)
     parser.add_argument("--scheme", choices=("BIO", "BIOES"), default="BIO", help="the tag scheme")
+    parser.add_argument("--rules", action=argparse.BooleanOptionalAction, default=True,
+                        help="keep the CRF to the scheme's rules (as lmcraft's tagger does); --no-rules: learn them")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
@@ -83,7 +86,8 @@ def main() -> None:
     train = train[: args.train] if args.train > 0 else train
     task = Tag.for_examples(train, tokenizer.pad_id, crf=True, scheme=args.scheme)
     table = HashedNgrams(tokenizer.vocab_size, tokenizer.pad_id, args.rows, len(task.labels), args.table_lr)
-    model = TableTagger(TableHead(table, len(task.labels)))
+    crf = CRF(len(task.labels), scheme_rules(task.labels, args.scheme) if args.rules else None)
+    model = TableTagger(TableHead(table, crf))
     train_items = task.encode(tokenizer, train, 128)
     dev_items = task.encode(tokenizer, read_tagged(args.data / "dev.jsonl"), 128)
 
@@ -98,8 +102,9 @@ def main() -> None:
     steps = args.epochs * -(-len(train_items) // 32)
     schedules = [torch.optim.lr_scheduler.LambdaLR(o, lambda s: max(0.0, 1 - s / steps)) for o in optimizers]
 
-    print(f"{len(train_items):,} train / {len(dev_items):,} dev pieces, {args.scheme} tags; table {args.rows:,} rows × "
-          f"{len(task.labels)} tags by {args.table_optimizer} at lr {args.table_lr:g}")
+    rules = "the scheme's rules" if args.rules else "transitions learnt"
+    print(f"{len(train_items):,} train / {len(dev_items):,} dev pieces, {args.scheme} tags ({rules}); "
+          f"table {args.rows:,} rows × {len(task.labels)} tags by {args.table_optimizer} at lr {args.table_lr:g}")
     began = time.perf_counter()
     for epoch in range(1, args.epochs + 1):
         order = list(range(len(train_items)))

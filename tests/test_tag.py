@@ -16,13 +16,15 @@ from lmcraft.data.builtin import prepare
 from lmcraft.data.errors import DataError
 from lmcraft.data.ner import (
     TaggedExample,
+    label_set,
     make_example,
     read_tagged,
     spans_from_tags,
+    split_words,
     tagged_line_entities,
     tags_for,
 )
-from lmcraft.model.crf import CRF
+from lmcraft.model.crf import CRF, scheme_rules
 from lmcraft.model.export import export_hf
 from lmcraft.model.heads import Model
 from lmcraft.model.io import load_model_dir, save_model_dir
@@ -182,9 +184,10 @@ def _brute_force(crf: CRF, emissions: torch.Tensor) -> tuple[list[int], torch.Te
     return list(best), torch.stack(list(scores.values())).logsumexp(0)
 
 
-def test_crf_viterbi_and_partition_equal_brute_force() -> None:
+@pytest.mark.parametrize("rules", [False, True], ids=["free", "bio-rules"])
+def test_crf_viterbi_and_partition_equal_brute_force(rules: bool) -> None:
     torch.manual_seed(3)
-    crf = CRF(3)
+    crf = CRF(3, scheme_rules(["O", "B-LOC", "I-LOC"], "BIO") if rules else None)
     with torch.no_grad():
         for p in crf.parameters():
             p.normal_()
@@ -200,6 +203,8 @@ def test_crf_viterbi_and_partition_equal_brute_force() -> None:
             n = int(mask[row].sum())
             best, log_z = _brute_force(crf, emissions[row, :n])
             assert decoded[row] == best
+            if rules:  # never I-LOC first or after O
+                assert all(tag != 2 or before == 1 or before == 2 for before, tag in itertools.pairwise([0, *best]))
             torch.testing.assert_close(partition[row], log_z, rtol=1e-5, atol=1e-5)
     # the NLL is a proper negative log-probability: the probabilities of all sequences sum to one
     emissions = torch.randn(1, 3, 3)
@@ -207,6 +212,23 @@ def test_crf_viterbi_and_partition_equal_brute_force() -> None:
     total = sum(float((-crf.nll(emissions, torch.tensor([p]), mask)).exp().detach())
                 for p in itertools.product(range(3), repeat=3))
     assert total == pytest.approx(1.0, abs=1e-5)
+
+
+@pytest.mark.parametrize("scheme", ["BIO", "BIOES"])
+def test_scheme_rules_allow_exactly_the_tag_sequences_of_some_entities(scheme: str) -> None:
+    """A sequence is allowed iff tagging the entities read from it gives it back (seqeval reads them)."""
+    labels = label_set(scheme, ["LOC", "PER"])
+    start, transitions, end = scheme_rules(labels, scheme)
+    for n in (1, 2, 3):
+        text = "北" * n
+        for path in itertools.product(range(len(labels)), repeat=n):
+            tags = [labels[i] for i in path]
+            steps = all(transitions[a, b] for a, b in itertools.pairwise(path))
+            allowed = bool(start[path[0]] and end[path[-1]]) and steps
+            spans = spans_from_tags(split_words(text), tags)
+            assert allowed == (tags_for(make_example(text, spans), scheme) == tags), tags
+    with pytest.raises(ValueError, match="'E-LOC' does not belong to the BIO scheme"):
+        scheme_rules(["O", "B-LOC", "E-LOC"], "BIO")
 
 
 def test_metrics_equal_seqeval(zh_tokenizer: TextTokenizer) -> None:

@@ -8,37 +8,82 @@ adds a learned score for every tag-to-tag transition and scores whole sequences:
 
 The normaliser comes from the forward algorithm and the best sequence from Viterbi, both O(n·C²).
 Sequences are right-padded; ``mask`` marks the real positions, a prefix of every row.
+
+Bound to a tag scheme (``scheme_rules``), the CRF also knows which sequences the scheme forbids (``O I-PER``,
+``B-PER O`` under BIOES) and gives them a fixed score of ``FORBIDDEN``: training normalises over the
+allowed sequences only and Viterbi never returns another. Left to learn this, the transition scores trained
+at the encoder's small learning rate stay too weak for many passes (docs/tasks.md).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 
+FORBIDDEN = -10_000.0  # the score of a transition the scheme rules out: exp() of it is 0 in float32
+
+
+def scheme_rules(labels: Sequence[str], scheme: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Which tags may start a sequence (C,), follow one another (C, C) [from, to] and end it (C,), as bools,
+    for tags named ``O``, ``B-X``, ``I-X`` and (BIOES) ``E-X``, ``S-X``. BIO: ``I-X`` only after ``B-X`` or
+    ``I-X``. BIOES as well: ``E-X`` only after ``B-X`` or ``I-X``; after those, only ``I-X`` or ``E-X``; a
+    sequence starts outside an entity or at its first tag and ends outside one or at its last."""
+    if scheme not in ("BIO", "BIOES"):
+        raise ValueError(f"a CRF knows the rules of the BIO and BIOES schemes, not {scheme!r}")
+    parts = [("O", "") if name == "O" else (name[0], name[2:]) for name in labels]
+    if bad := [name for name, (prefix, _) in zip(labels, parts, strict=True) if prefix not in scheme]:
+        raise ValueError(f"tag {bad[0]!r} does not belong to the {scheme} scheme")
+    continues = {"I"} if scheme == "BIO" else {"I", "E"}  # the tags that carry on an open entity
+    opens = {"B"} if scheme == "BIO" else {"B", "I"}  # the tags after which an entity is still open
+
+    def may_follow(before: tuple[str, str], after: tuple[str, str]) -> bool:
+        if after[0] in continues:
+            return before[0] in (opens | {"I"}) and before[1] == after[1]
+        return scheme == "BIO" or before[0] not in opens
+
+    start = torch.tensor([prefix not in continues for prefix, _ in parts])
+    end = torch.tensor([scheme == "BIO" or prefix not in opens for prefix, _ in parts])
+    transitions = torch.tensor([[may_follow(a, b) for b in parts] for a in parts])
+    return start, transitions, end
+
 
 class CRF(nn.Module):
-    def __init__(self, n_tags: int) -> None:
+    def __init__(self, n_tags: int, rules: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None) -> None:
         super().__init__()
         self.start = nn.Parameter(torch.zeros(n_tags))  # (C,) score of starting with each tag
         self.end = nn.Parameter(torch.zeros(n_tags))  # (C,) score of ending with each tag
         self.transitions = nn.Parameter(torch.zeros(n_tags, n_tags))  # (C, C) [from, to]
+        allowed = rules or (torch.ones(n_tags, dtype=torch.bool), torch.ones(n_tags, n_tags, dtype=torch.bool),
+                            torch.ones(n_tags, dtype=torch.bool))
+        for name, ok in zip(("start_penalty", "transition_penalty", "end_penalty"), allowed, strict=True):
+            # not saved with the weights: the scheme rebuilds them, so models saved without them still load
+            self.register_buffer(name, torch.where(ok, 0.0, FORBIDDEN), persistent=False)
+
+    def scores(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """start (C,), transitions (C, C) and end (C,) scores, the scheme's forbidden ones included."""
+        return (self.start + self.start_penalty, self.transitions + self.transition_penalty,
+                self.end + self.end_penalty)
 
     def sequence_score(self, emissions: torch.Tensor, tags: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """score(y) of the given tag sequences. emissions (B, N, C); tags (B, N) long; mask (B, N) bool."""
+        start, transitions, end = self.scores()
         m = mask.to(emissions.dtype)  # (B, N)
         emit = emissions.gather(-1, tags[..., None]).squeeze(-1)  # (B, N)
-        trans = self.transitions[tags[:, :-1], tags[:, 1:]]  # (B, N-1)
+        trans = transitions[tags[:, :-1], tags[:, 1:]]  # (B, N-1)
         last = mask.sum(1) - 1  # (B,) index of each row's last real position
         last_tags = tags.gather(1, last[:, None]).squeeze(1)  # (B,)
-        return self.start[tags[:, 0]] + (emit * m).sum(1) + (trans * m[:, 1:]).sum(1) + self.end[last_tags]
+        return start[tags[:, 0]] + (emit * m).sum(1) + (trans * m[:, 1:]).sum(1) + end[last_tags]
 
     def log_partition(self, emissions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """log Σ_y exp(score(y)) by the forward algorithm. emissions (B, N, C); mask (B, N) -> (B,)."""
-        alpha = self.start + emissions[:, 0]  # (B, C): log-sum of all paths ending in each tag
+        start, transitions, end = self.scores()
+        alpha = start + emissions[:, 0]  # (B, C): log-sum of all paths ending in each tag
         for t in range(1, emissions.shape[1]):
-            step = alpha[:, :, None] + self.transitions + emissions[:, t, None, :]  # (B, C_from, C_to)
+            step = alpha[:, :, None] + transitions + emissions[:, t, None, :]  # (B, C_from, C_to)
             alpha = torch.where(mask[:, t, None], step.logsumexp(1), alpha)
-        return (alpha + self.end).logsumexp(1)
+        return (alpha + end).logsumexp(1)
 
     def nll(self, emissions: torch.Tensor, tags: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """-log p(tags | emissions) per sequence, (B,). Positions outside ``mask`` may hold any tag."""
@@ -50,14 +95,15 @@ class CRF(nn.Module):
     def decode(self, emissions: torch.Tensor, mask: torch.Tensor) -> list[list[int]]:
         """The highest-scoring tag sequence of every row (Viterbi), as many tags as real positions."""
         emissions = emissions.float()
-        best = self.start + emissions[:, 0]  # (B, C): best score of a path ending in each tag
+        start, transitions, end = self.scores()
+        best = start + emissions[:, 0]  # (B, C): best score of a path ending in each tag
         back = []
         for t in range(1, emissions.shape[1]):
-            step = best[:, :, None] + self.transitions  # (B, C_from, C_to)
+            step = best[:, :, None] + transitions  # (B, C_from, C_to)
             score, previous = step.max(1)  # (B, C_to)
             best = torch.where(mask[:, t, None], score + emissions[:, t], best)
             back.append(previous)
-        best = best + self.end
+        best = best + end
         lengths = mask.sum(1).tolist()
         paths = []
         for b, length in enumerate(lengths):

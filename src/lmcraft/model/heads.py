@@ -6,10 +6,12 @@ logits. Losses live in the objectives and tasks, not here, so a head never chang
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 
-from lmcraft.model.crf import CRF
+from lmcraft.model.crf import CRF, scheme_rules
 from lmcraft.model.ngrams import NGRAM_LR, HashedNgrams
 from lmcraft.model.transformer import Block, Transformer, TransformerConfig, attention_mask, store_linear_weights
 
@@ -142,13 +144,14 @@ class TokenClassificationHead(nn.Module):
     """
 
     def __init__(self, cfg: TransformerConfig, n_labels: int, crf: bool = False, ngrams: int = 0,
-                 ngram_lr: float = NGRAM_LR) -> None:
+                 ngram_lr: float = NGRAM_LR, labels: Sequence[str] | None = None, scheme: str = "BIO") -> None:
         super().__init__()
         self.dropout = nn.Dropout(cfg.dropout)
         self.proj = nn.Linear(cfg.d_model, n_labels)
         nn.init.normal_(self.proj.weight, std=0.02)
         nn.init.zeros_(self.proj.bias)
-        self.crf = CRF(n_labels) if crf else None
+        # with the tags' names, the CRF keeps to the scheme's rules (no I-PER after O)
+        self.crf = CRF(n_labels, scheme_rules(labels, scheme) if labels else None) if crf else None
         self.ngrams = (HashedNgrams(cfg.vocab_size, cfg.pad_id, ngrams, n_labels, ngram_lr)
                        if ngrams else None)
 
@@ -241,7 +244,8 @@ class Model(nn.Module):
                 raise ValueError("this tagger's n-gram head was saved by an older lmcraft (vectors of ngram_dim "
                                  "columns); the head now holds one weight per n-gram and tag: fine-tune it again")
             return TokenClassificationHead(self.cfg, int(spec["n_labels"]), bool(spec.get("crf", False)),  # type: ignore[arg-type]
-                                           int(spec.get("ngrams", 0)), float(spec.get("ngram_lr", NGRAM_LR)))  # type: ignore[arg-type]
+                                           int(spec.get("ngrams", 0)), float(spec.get("ngram_lr", NGRAM_LR)),  # type: ignore[arg-type]
+                                           spec.get("labels"), str(spec.get("scheme", "BIO")))  # type: ignore[arg-type]
         if kind == "span":
             return SpanHead(self.cfg)
         if kind == "relate":

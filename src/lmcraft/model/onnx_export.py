@@ -102,9 +102,9 @@ def manifest(model: Model, head: str | None, kind: str, inputs: list[str]) -> di
     if "labels" in spec:
         info["labels"] = list(spec["labels"])  # type: ignore[call-overload]
     if kind == "tag" and spec.get("crf"):
-        crf = model.heads[head].crf  # type: ignore[index]
-        info["crf"] = {"start": crf.start.tolist(), "end": crf.end.tolist(),
-                       "transitions": crf.transitions.tolist()}  # [from][to]; Viterbi runs outside the graph
+        start, transitions, end = model.heads[head].crf.scores()  # type: ignore[index]
+        # [from][to]; Viterbi runs outside the graph; what the tag scheme forbids scores FORBIDDEN (-10,000)
+        info["crf"] = {"start": start.tolist(), "end": end.tolist(), "transitions": transitions.tolist()}
     return info
 
 
