@@ -11,7 +11,7 @@ how the table's optimiser (plain SGD, as lmcraft trains it, against Adagrad or A
         [--no-rules]
 
 The data and tokenizer are those the NER recipe writes (`lmcraft run recipes/ner-zh.yaml`). The CRF's
-transitions train by AdamW at lr 2e-3; both rates decay linearly to zero; batches of 32 sentences.
+transitions train by AdamW at lr 2e-3 (`--crf-lr`); both rates decay linearly to zero; batches of 32 sentences.
 """
 
 from __future__ import annotations
@@ -73,9 +73,11 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=2**20, help="hash rows of the table")
     parser.add_argument("--table-optimizer", choices=("sgd", "adagrad", "adam"), default="sgd")
     parser.add_argument("--table-lr", type=float, default=NGRAM_LR)
+    parser.add_argument("--crf-lr", type=float, default=2e-3, help="AdamW's rate for the CRF's transition scores")
     parser.add_argument("--scheme", choices=("BIO", "BIOES"), default="BIO", help="the tag scheme")
     parser.add_argument("--rules", action=argparse.BooleanOptionalAction, default=True,
-                        help="keep the CRF to the scheme's rules (as lmcraft's tagger does); --no-rules: learn them")
+                        help="keep the CRF to the scheme's rules of which tag may follow which (as lmcraft's "
+                             "tagger does); --no-rules: learn them")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
@@ -92,7 +94,7 @@ def main() -> None:
     dev_items = task.encode(tokenizer, read_tagged(args.data / "dev.jsonl"), 128)
 
     weights = table.table.weight
-    optimizers: list[torch.optim.Optimizer] = [torch.optim.AdamW(model.heads["tag"].crf.parameters(), lr=2e-3)]
+    optimizers: list[torch.optim.Optimizer] = [torch.optim.AdamW(model.heads["tag"].crf.parameters(), lr=args.crf_lr)]
     if args.table_optimizer == "sgd":
         optimizers.append(torch.optim.SGD([weights], lr=args.table_lr))
     elif args.table_optimizer == "adagrad":

@@ -9,10 +9,12 @@ adds a learned score for every tag-to-tag transition and scores whole sequences:
 The normaliser comes from the forward algorithm and the best sequence from Viterbi, both O(n·C²).
 Sequences are right-padded; ``mask`` marks the real positions, a prefix of every row.
 
-Bound to a tag scheme (``scheme_rules``), the CRF also knows which sequences the scheme forbids (``O I-PER``,
-``B-PER O`` under BIOES) and gives them a fixed score of ``FORBIDDEN``: training normalises over the
-allowed sequences only and Viterbi never returns another. Left to learn this, the transition scores trained
-at the encoder's small learning rate stay too weak for many passes (docs/tasks.md).
+Bound to a tag scheme (``scheme_rules``), the CRF also knows which tag may not follow which (``O I-PER``;
+``B-PER O`` under BIOES) and gives such a step a fixed score of ``FORBIDDEN``: training normalises over the
+other sequences only and Viterbi never returns one with such a step. Left to learn this, the transition
+scores, trained at the encoder's small learning rate, stay too weak for many passes (docs/tasks.md). How a
+sequence may start and end stays learnt, since a long sentence is cut into pieces that may begin or end
+inside an entity (and a rule there would give such a piece's true tags a score of -10,000).
 """
 
 from __future__ import annotations
@@ -25,46 +27,40 @@ from torch import nn
 FORBIDDEN = -10_000.0  # the score of a transition the scheme rules out: exp() of it is 0 in float32
 
 
-def scheme_rules(labels: Sequence[str], scheme: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Which tags may start a sequence (C,), follow one another (C, C) [from, to] and end it (C,), as bools,
-    for tags named ``O``, ``B-X``, ``I-X`` and (BIOES) ``E-X``, ``S-X``. BIO: ``I-X`` only after ``B-X`` or
-    ``I-X``. BIOES as well: ``E-X`` only after ``B-X`` or ``I-X``; after those, only ``I-X`` or ``E-X``; a
-    sequence starts outside an entity or at its first tag and ends outside one or at its last."""
+def scheme_rules(labels: Sequence[str], scheme: str) -> torch.Tensor:
+    """Which tag may follow which, (C, C) bools [from, to], for tags named ``O``, ``B-X``, ``I-X`` and (BIOES)
+    ``E-X``, ``S-X``. BIO: ``I-X`` only after ``B-X`` or ``I-X``. BIOES: ``I-X`` and ``E-X`` only after ``B-X``
+    or ``I-X``, and after those only ``I-X`` or ``E-X``."""
     if scheme not in ("BIO", "BIOES"):
         raise ValueError(f"a CRF knows the rules of the BIO and BIOES schemes, not {scheme!r}")
     parts = [("O", "") if name == "O" else (name[0], name[2:]) for name in labels]
     if bad := [name for name, (prefix, _) in zip(labels, parts, strict=True) if prefix not in scheme]:
         raise ValueError(f"tag {bad[0]!r} does not belong to the {scheme} scheme")
     continues = {"I"} if scheme == "BIO" else {"I", "E"}  # the tags that carry on an open entity
-    opens = {"B"} if scheme == "BIO" else {"B", "I"}  # the tags after which an entity is still open
+    opens = {"B", "I"}  # the tags after which an entity may go on (under BIOES: must)
 
     def may_follow(before: tuple[str, str], after: tuple[str, str]) -> bool:
         if after[0] in continues:
-            return before[0] in (opens | {"I"}) and before[1] == after[1]
+            return before[0] in opens and before[1] == after[1]
         return scheme == "BIO" or before[0] not in opens
 
-    start = torch.tensor([prefix not in continues for prefix, _ in parts])
-    end = torch.tensor([scheme == "BIO" or prefix not in opens for prefix, _ in parts])
-    transitions = torch.tensor([[may_follow(a, b) for b in parts] for a in parts])
-    return start, transitions, end
+    return torch.tensor([[may_follow(a, b) for b in parts] for a in parts])
 
 
 class CRF(nn.Module):
-    def __init__(self, n_tags: int, rules: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None) -> None:
+    def __init__(self, n_tags: int, allowed: torch.Tensor | None = None) -> None:
+        """``allowed``: (C, C) bools [from, to], which tag may follow which (``scheme_rules``); None: any."""
         super().__init__()
         self.start = nn.Parameter(torch.zeros(n_tags))  # (C,) score of starting with each tag
         self.end = nn.Parameter(torch.zeros(n_tags))  # (C,) score of ending with each tag
         self.transitions = nn.Parameter(torch.zeros(n_tags, n_tags))  # (C, C) [from, to]
-        allowed = rules or (torch.ones(n_tags, dtype=torch.bool), torch.ones(n_tags, n_tags, dtype=torch.bool),
-                            torch.ones(n_tags, dtype=torch.bool))
-        for name, ok in zip(("start_penalty", "transition_penalty", "end_penalty"), allowed, strict=True):
-            # not saved with the weights: the scheme rebuilds them, so models saved without them still load
-            self.register_buffer(name, torch.where(ok, 0.0, FORBIDDEN), persistent=False)
+        ok = torch.ones(n_tags, n_tags, dtype=torch.bool) if allowed is None else allowed
+        # not saved with the weights: the scheme rebuilds it, so models saved without it still load
+        self.register_buffer("forbidden", torch.where(ok, 0.0, FORBIDDEN), persistent=False)  # (C, C)
 
     def scores(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """start (C,), transitions (C, C) and end (C,) scores, the scheme's forbidden ones included."""
-        return (self.start + self.start_penalty, self.transitions + self.transition_penalty,
-                self.end + self.end_penalty)
+        """start (C,), transitions (C, C) and end (C,) scores, the scheme's forbidden steps included."""
+        return self.start, self.transitions + self.forbidden, self.end
 
     def sequence_score(self, emissions: torch.Tensor, tags: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """score(y) of the given tag sequences. emissions (B, N, C); tags (B, N) long; mask (B, N) bool."""
