@@ -11,7 +11,8 @@ from lmcraft.model.ngrams import NGRAM_LR
 @dataclass
 class TagOptions:
     scheme: str = opt("BIO", "tag: the tag scheme, BIO or BIOES")
-    crf: bool = opt(False, "tag: decode with a CRF layer (Viterbi) instead of each word's own best tag")
+    crf: bool = opt(False, "tag: decode with a CRF layer (Viterbi) instead of each word's own best tag; it "
+                           "keeps to the scheme's rules of which tag may follow which (no I-PER after O)")
     label_all: bool = opt(False, "tag: put the loss on every sub-token of a word, not only the first (BIO)")
     ngrams: int = opt(0, "tag: also score the token unigrams and bigrams within two positions of each token (the "
                          "feature CRF's features, one weight per feature and tag, trained by SGD) from a hashed "
