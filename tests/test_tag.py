@@ -341,23 +341,24 @@ def test_a_loaded_optimizer_state_keeps_the_models_ngram_rate() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("crf", "ngrams", "floor"), [(False, 0, 0.1), (True, 0, 0.1), (True, 2**16, 0.4)],
+@pytest.mark.parametrize(("crf", "ngrams", "floor"), [(False, 0, 0.1), (True, 0, 0.4), (True, 2**16, 0.6)],
                          ids=["softmax", "crf", "crf-ngrams"])
 def test_training_learns_entities(ner_dir: Path, tmp_path: Path, crf: bool, ngrams: int, floor: float) -> None:
     """A tiny encoder trained from scratch on 2,000 sentences finds entities, and predict returns spans
-    of the text it was given. With n-gram features it finds many more in the same 200 steps."""
+    of the text it was given. The CRF (it keeps to the scheme's rules) finds many more in the same 200 steps,
+    and more again with n-gram features."""
     train_set = read_tagged(ner_dir / "train.jsonl")[:2000]
     dev_set = read_tagged(ner_dir / "dev.jsonl")[:300]
     tokenizer = TextTokenizer(train_tokenizer([ex.text for ex in train_set], kind="wordpiece", vocab_size=2500))
     task = Tag.for_examples(train_set, tokenizer.pad_id, crf=crf, ngrams=ngrams)
     model = Model(tiny_config(vocab_size=tokenizer.vocab_size, d_model=64, d_ff=128, max_len=128), {})
     model.add_head(task.head, task.head_spec())
-    items = task.encode(tokenizer, train_set, 128)
-    result = train(model, task, items, task.encode(tokenizer, dev_set, 128),
+    items = task.encode(tokenizer, train_set, 64)  # long sentences are cut into 64-token pieces
+    result = train(model, task, items, task.encode(tokenizer, dev_set, 64),
                    TrainConfig(lr=3e-3, batch_size=32, max_steps=200, eval_every=200, progress=False,
                                tensorboard=False, warmup_ratio=0.1),
                    run_dir=tmp_path, save_best=lambda path, state: None, lengths=[len(it.ids) for it in items])
-    assert result.best_metrics["f1"] > floor, result.best_metrics  # untrained: 0; without n-grams near 0.2
+    assert result.best_metrics["f1"] > floor, result.best_metrics  # untrained: 0; measured 0.22, 0.66, 0.82
     texts = ["中共中央总书记江泽民在北京会见了客人。", "新华社记者报道。"]
     for text, entities in zip(texts, task.entities(model, tokenizer, texts, 128), strict=True):
         for e in entities:
